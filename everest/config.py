@@ -1,0 +1,447 @@
+"""Typed experiment configuration: YAML + dotted command-line overrides, validated up front.
+
+The tree mirrors the seed README's sections (data, model, training, optimizer, augmentation,
+features, checkpoint, logging). Every problem is reported before any heavy work starts, as one
+`ConfigError` naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+
+BACKBONES = ("vit-s", "vit-b", "vit-l", "vit-h", "vit-g")
+
+
+class ConfigError(ValueError):
+    """A configuration key, type or value that cannot work."""
+
+
+@dataclass
+class DataConfig:
+    train_optimized_dir: Optional[str] = None
+    val_optimized_dir: Optional[str] = None
+    test_optimized_dir: Optional[str] = None
+    cache_dir: str = "./cache"
+    max_cache_size: str = "50GB"
+    subset_ratio: Optional[float] = None
+    normalize_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    normalize_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    cloud_type: Optional[Literal["s3_public", "s3"]] = None
+    # Built-in synthetic data: generated and prepared on first use when no dataset is given.
+    synthetic: bool = False
+    synthetic_dir: str = "./data/synthetic"
+    synthetic_videos: int = 48
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal["vit-s", "vit-b", "vit-l", "vit-h", "vit-g"] = "vit-b"
+    # Optional overrides of the backbone preset (None keeps the preset's value).
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    mlp_ratio: Optional[float] = None
+    decoder_depth: int = 4
+    decoder_embed_dim: Optional[int] = None
+    decoder_num_heads: Optional[int] = None
+    mask_type: Literal["motion-centric", "random", "tube"] = "motion-centric"
+    mask_ratio: float = 0.9
+    motion_centric_masking_ratio: float = 0.7
+    normalize_target: bool = True
+    input_size: int = 224
+    patch_size: int = 16
+    tubelet_size: int = 2
+    drop_path_rate: float = 0.0
+    layer_scale_init_value: float = 0.0
+    norm_eps: float = 1e-6
+    attention_backend: Literal["auto", "flash", "sdpa", "math"] = "auto"
+    # Fine-tuning.
+    task_type: Literal["classification", "regression"] = "classification"
+    num_classes: int = 400
+    output_dim: int = 1
+    regression_loss: Literal["mse", "l1"] = "mse"
+    use_mean_pooling: bool = True
+    head_drop_rate: float = 0.0
+    init_scale: float = 0.001
+    mcm: bool = False
+    mcm_ratio: float = 0.4
+    mcm_at_test: bool = True
+    pretrained_path: Optional[str] = None
+    layer_decay: float = 1.0
+
+
+@dataclass
+class TrainingConfig:
+    batch_size: int = 16
+    val_batch_size: Optional[int] = None
+    num_frames: int = 16
+    frames_to_sample: int = 16
+    temporal_stride: int = 4
+    frame_selection: Literal["uniform", "information"] = "uniform"
+    max_epochs: int = 100
+    max_steps: Optional[int] = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    gradient_clip_val: float = 0.0
+    accumulate_grad_batches: int = 1
+    strategy: Literal["deepspeed", "ddp", "auto"] = "deepspeed"
+    deepspeed_config: str = "ds_configs/zero1.json"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    max_consecutive_nonfinite: int = 10
+    test_num_segment: int = 5
+    test_num_crop: int = 3
+    val_every_n_epochs: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class OptimizerConfig:
+    type: Literal["adamw", "radam"] = "adamw"
+    lr: float = 1.5e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    weight_decay_end: Optional[float] = None
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    scale_lr_by_batch: bool = False
+
+
+@dataclass
+class AugmentationConfig:
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    label_smoothing: float = 0.0
+    rand_augment: Optional[str] = None
+    reprob: float = 0.0
+    crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
+    horizontal_flip: bool = True
+    short_side_size: int = 224
+
+
+@dataclass
+class FeaturesConfig:
+    model_ema: bool = False
+    model_ema_decay: float = 0.9999
+    model_ema_force_cpu: bool = False
+    use_checkpoint: bool = False
+    kernel_backend: Literal["auto", "triton", "torch"] = "auto"
+
+
+@dataclass
+class CheckpointConfig:
+    enable: bool = True
+    dir: str = "./output/checkpoints"
+    prefix: str = "everest_"
+    save_top_k: int = 3
+    save_last: bool = False
+    strict_top_k: bool = False
+    monitor: str = "train_loss_epoch"
+    monitor_mode: Literal["auto", "min", "max"] = "auto"
+    save_ckpt_freq: Optional[int] = None
+    save_on_interrupt: bool = True
+
+
+@dataclass
+class LoggingConfig:
+    log_dir: str = "./output/logs"
+    log_freq: int = 10
+    image_freq: int = 0
+    run_name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in inner) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting the harmless cases (int -> float,
+    YAML 1.1 strings like "1e-3" -> float)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(
+                f"{key}: {value!r} is not allowed; choose one of "
+                + ", ".join(repr(a) for a in allowed) + hint
+            )
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        (item_tp,) = get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: got {value!r}, expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: got {value!r}, expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: got {value!r}, expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: got {value!r}, expected a string")
+    raise TypeError(f"unsupported config annotation {tp!r} for {key}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in hints:
+            near = difflib.get_close_matches(str(key), names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+            raise ConfigError(
+                f"unknown key '{dotted}'{hint} (known keys under "
+                f"'{prefix.rstrip('.') or 'the top level'}': {', '.join(names)})"
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{dotted}: expected a section (mapping), got {value!r}")
+            kwargs[key] = _build(tp, value, f"{dotted}.")
+        else:
+            kwargs[key] = _coerce(value, tp, dotted)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split `section.key=value`; the value is read as YAML (so 0.85, true, [1,2] work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or "." not in key:
+        raise ConfigError(f"override {text!r} must name a section and a key, e.g. model.mask_ratio=0.85")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def config_from_dict(values: dict[str, Any] | None, overrides: list[str] = ()) -> Config:
+    """Build and validate a Config from a nested mapping plus dotted overrides."""
+    tree = dict(values or {})
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML file (or start from the defaults when `path` is None), apply overrides,
+    validate, and return the typed Config."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as err:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{err}") from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# --------------------------------------------------------------------------------- validation
+
+
+def token_counts(cfg: Config) -> dict[str, int]:
+    """N, K (kept), V (visible) and the MCM keep count, truncating as the published code does."""
+    m, t = cfg.model, cfg.training
+    n = (t.num_frames // m.tubelet_size) * (m.input_size // m.patch_size) ** 2
+    if m.mask_type == "motion-centric":
+        kept = int((1 - m.motion_centric_masking_ratio) * n)
+    else:
+        kept = n
+    visible = int((1 - m.mask_ratio) * n)
+    return {
+        "tokens": n,
+        "kept": kept,
+        "visible": visible,
+        "targets": kept - visible,
+        "mcm_kept": int((1 - m.mcm_ratio) * n),
+    }
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for any value that cannot work, naming the key."""
+    m, t, o, a, d = cfg.model, cfg.training, cfg.optimizer, cfg.augmentation, cfg.data
+    _check(0 < m.mask_ratio < 1, f"model.mask_ratio={m.mask_ratio} must lie in (0, 1)")
+    _check(
+        0 <= m.motion_centric_masking_ratio < 1,
+        f"model.motion_centric_masking_ratio={m.motion_centric_masking_ratio} must lie in [0, 1)",
+    )
+    _check(0 <= m.mcm_ratio < 1, f"model.mcm_ratio={m.mcm_ratio} must lie in [0, 1)")
+    for key in ("input_size", "patch_size", "tubelet_size", "decoder_depth"):
+        _check(getattr(m, key) >= 1, f"model.{key}={getattr(m, key)} must be >= 1")
+    _check(
+        m.input_size % m.patch_size == 0,
+        f"model.input_size={m.input_size} is not divisible by model.patch_size={m.patch_size}",
+    )
+    _check(
+        t.num_frames % m.tubelet_size == 0,
+        f"training.num_frames={t.num_frames} is not divisible by model.tubelet_size={m.tubelet_size}",
+    )
+    _check(t.num_frames >= m.tubelet_size, f"training.num_frames={t.num_frames} is below one tubelet")
+    _check(
+        t.frames_to_sample >= t.num_frames,
+        f"training.frames_to_sample={t.frames_to_sample} must be >= training.num_frames={t.num_frames}",
+    )
+    counts = token_counts(cfg)
+    _check(
+        counts["visible"] >= 1,
+        f"model.mask_ratio={m.mask_ratio} leaves no visible token out of {counts['tokens']}",
+    )
+    _check(
+        counts["visible"] < counts["kept"],
+        f"model.mask_ratio={m.mask_ratio} with model.motion_centric_masking_ratio="
+        f"{m.motion_centric_masking_ratio} gives {counts['visible']} visible tokens >= "
+        f"{counts['kept']} kept tokens: no reconstruction targets are left; raise mask_ratio "
+        f"above 1 - kept/N = {1 - counts['kept'] / counts['tokens']:.3f}",
+    )
+    _check(counts["mcm_kept"] >= 1, f"model.mcm_ratio={m.mcm_ratio} keeps no token")
+    for key in ("drop_path_rate", "head_drop_rate"):
+        value = getattr(m, key)
+        _check(0 <= value < 1, f"model.{key}={value} must lie in [0, 1)")
+    _check(m.num_classes >= 1, f"model.num_classes={m.num_classes} must be >= 1")
+    _check(m.output_dim >= 1, f"model.output_dim={m.output_dim} must be >= 1")
+    _check(0 < m.layer_decay <= 1, f"model.layer_decay={m.layer_decay} must lie in (0, 1]")
+    for key in ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
+        value = getattr(m, key)
+        _check(value is None or value >= 1, f"model.{key}={value} must be >= 1 or null")
+    for key in ("batch_size", "num_frames", "frames_to_sample", "temporal_stride",
+                "accumulate_grad_batches", "max_epochs", "test_num_segment", "test_num_crop",
+                "max_consecutive_nonfinite", "val_every_n_epochs"):
+        _check(getattr(t, key) >= 1, f"training.{key}={getattr(t, key)} must be >= 1")
+    _check(t.num_workers >= 0, f"training.num_workers={t.num_workers} must be >= 0")
+    _check(t.max_steps is None or t.max_steps >= 1, f"training.max_steps={t.max_steps} must be >= 1")
+    _check(t.gradient_clip_val >= 0, f"training.gradient_clip_val={t.gradient_clip_val} must be >= 0")
+    _check(o.lr > 0, f"optimizer.lr={o.lr} must be > 0")
+    _check(o.min_lr >= 0, f"optimizer.min_lr={o.min_lr} must be >= 0")
+    _check(o.weight_decay >= 0, f"optimizer.weight_decay={o.weight_decay} must be >= 0")
+    _check(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        f"optimizer.betas={o.betas} must be two numbers in [0, 1)",
+    )
+    _check(o.warmup_steps >= 0 and o.warmup_epochs >= 0, "optimizer.warmup_* must be >= 0")
+    _check(
+        len(d.normalize_mean) == 3 and len(d.normalize_std) == 3,
+        "data.normalize_mean and data.normalize_std must hold three values (R, G, B)",
+    )
+    _check(all(s > 0 for s in d.normalize_std), f"data.normalize_std={d.normalize_std} must be > 0")
+    _check(
+        d.subset_ratio is None or 0 < d.subset_ratio <= 1,
+        f"data.subset_ratio={d.subset_ratio} must lie in (0, 1] or be null",
+    )
+    for key in ("mixup", "cutmix", "label_smoothing", "reprob"):
+        value = getattr(a, key)
+        _check(value >= 0, f"augmentation.{key}={value} must be >= 0")
+    _check(0 <= a.label_smoothing < 1, f"augmentation.label_smoothing={a.label_smoothing} must be < 1")
+    if m.task_type == "regression":
+        _check(
+            a.mixup == 0 and a.cutmix == 0,
+            f"augmentation.mixup={a.mixup} / augmentation.cutmix={a.cutmix}: mixup and cutmix "
+            "mix class labels and are not supported for model.task_type='regression'; set both to 0",
+        )
+    _check(0 < cfg.features.model_ema_decay < 1, "features.model_ema_decay must lie in (0, 1)")
+    _check(cfg.checkpoint.save_top_k >= 0, "checkpoint.save_top_k must be >= 0")
+    _check(
+        cfg.checkpoint.save_ckpt_freq is None or cfg.checkpoint.save_ckpt_freq >= 1,
+        "checkpoint.save_ckpt_freq must be >= 1 or null",
+    )
+    _check(cfg.logging.log_freq >= 1, f"logging.log_freq={cfg.logging.log_freq} must be >= 1")

@@ -1,0 +1,51 @@
+"""The fine-tuning model: the video encoder, pooling (mean + fc_norm, or a class token), dropout
+and a linear head for classification logits or regression outputs.
+
+With motion-centric masking (MCM) the caller passes `keep` [B, K]: only those tokens enter
+the encoder and the pooling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+from torch import Tensor
+
+from everest.models.vit import VideoEncoder, VideoViTSpec
+
+
+class VideoClassifier(nn.Module):
+    """Encoder + head. `num_outputs` is num_classes (classification) or output_dim (regression)."""
+
+    def __init__(self, spec: VideoViTSpec, num_outputs: int, use_mean_pooling: bool = True,
+                 head_drop_rate: float = 0.0, init_scale: float = 0.001):
+        super().__init__()
+        self.spec = spec
+        self.use_mean_pooling = use_mean_pooling
+        self.encoder = VideoEncoder(spec, final_norm=not use_mean_pooling)
+        if use_mean_pooling:
+            self.fc_norm = nn.LayerNorm(spec.embed_dim, eps=spec.head_norm_eps)
+            self.cls_token = None
+        else:
+            self.fc_norm = None
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
+            trunc_normal_(self.cls_token, std=0.02)
+        self.fc_dropout = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(spec.embed_dim, num_outputs)
+        trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.weight.mul_(init_scale)
+            self.head.bias.mul_(init_scale)
+
+    def features(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Pooled clip features [B, D] before the head."""
+        x = self.encoder.encode(self.encoder.embed(video), keep, prefix=self.cls_token)
+        return self.fc_norm(x.mean(dim=1)) if self.use_mean_pooling else x[:, 0]
+
+    def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        return self.head(self.fc_dropout(self.features(video, keep)))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"encoder.pos_embed", "cls_token"}

@@ -1,0 +1,455 @@
+"""Weight import and export.
+
+Reads, into our models:
+  * our own checkpoints: DeepSpeed checkpoint folders (any ZeRO stage) and exported .pt files;
+  * official VideoMAE / EVEREST .pth files ('model' / 'module' keys, pretraining names with
+    'encoder.'/'decoder.' prefixes, or fine-tuning names without them);
+  * Hugging Face transformers VideoMAE folders (config.json + safetensors or .bin).
+Writes ours out as an official-style .pth or a Hugging Face folder.
+
+Everything goes through one canonical naming: the names of `PretrainAutoencoder` and
+`VideoClassifier`. Position tables are fixed sinusoids, rebuilt for whatever frames and size the
+model is built with, so clips of another length or resolution load without interpolation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from everest.models.finetune import VideoClassifier
+from everest.models.pretrain import PretrainAutoencoder
+from everest.models.vit import PRESETS, VideoEncoder, VideoViTSpec
+
+META_FILE = "everest_meta.json"
+_IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|decoder_pos_embed)$")
+_WRAPPERS = ("model", "module", "state_dict", "model_state")
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the model."""
+
+
+@dataclass
+class LoadedWeights:
+    """A state dict in canonical names, the architecture when the file records it, and where
+    it came from ('everest', 'everest-deepspeed', 'videomae', 'huggingface')."""
+
+    state_dict: dict[str, Tensor]
+    spec: VideoViTSpec | None
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- HF names
+
+_HF_LAYER = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+
+
+def _hf_to_canonical(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    qkv: dict[str, dict[str, Tensor]] = {}
+    for name, value in sd.items():
+        m = re.match(r"(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$", name)
+        if m:
+            stack = "encoder.blocks" if m.group(1).startswith("videomae") else "decoder.blocks"
+            prefix, rest = f"{stack}.{m.group(2)}", m.group(3)
+            a = re.match(r"attention\.attention\.(query\.weight|key\.weight|value\.weight|"
+                         r"query\.bias|value\.bias|q_bias|v_bias)$", rest)
+            if a:
+                part = {"q_bias": "query.bias", "v_bias": "value.bias"}.get(a.group(1), a.group(1))
+                qkv.setdefault(prefix, {})[part] = value
+                continue
+            for hf, ours in _HF_LAYER.items():
+                if rest.startswith(hf + "."):
+                    out[f"{prefix}.{ours}{rest[len(hf):]}"] = value
+                    break
+            else:
+                out[f"{prefix}.{rest}"] = value
+            continue
+        renamed = (
+            name.replace("videomae.embeddings.patch_embeddings.projection", "encoder.patch_embed.proj")
+            .replace("videomae.layernorm", "encoder.norm")
+            .replace("classifier.", "head.")
+        )
+        out[renamed] = value
+    for prefix, parts in qkv.items():
+        out[f"{prefix}.attn.qkv.weight"] = torch.cat(
+            [parts["query.weight"], parts["key.weight"], parts["value.weight"]]
+        )
+        if "query.bias" in parts:
+            out[f"{prefix}.attn.q_bias"] = parts["query.bias"]
+            out[f"{prefix}.attn.v_bias"] = parts["value.bias"]
+    return out
+
+
+def _canonical_to_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for name, value in sd.items():
+        m = re.match(r"(encoder|decoder)\.blocks\.(\d+)\.(.+)$", name)
+        if m:
+            stack = "videomae.encoder.layer" if m.group(1) == "encoder" else "decoder.decoder_layers"
+            prefix, rest = f"{stack}.{m.group(2)}", m.group(3)
+            att = f"{prefix}.attention.attention"
+            if rest == "attn.qkv.weight":
+                q, k, v = value.chunk(3)
+                out[f"{att}.query.weight"], out[f"{att}.key.weight"], out[f"{att}.value.weight"] = q, k, v
+            elif rest in ("attn.q_bias", "attn.v_bias"):
+                out[f"{att}.{rest[len('attn.'):]}"] = value  # the on-disk names of every transformers release
+            elif rest.startswith(("gamma_1", "gamma_2")):
+                raise WeightsError("Hugging Face VideoMAE has no layer scale; export with layer_scale_init_value=0")
+            else:
+                for hf, ours in _HF_LAYER.items():
+                    if rest.startswith(ours + "."):
+                        out[f"{prefix}.{hf}{rest[len(ours):]}"] = value
+                        break
+                else:
+                    raise WeightsError(f"no Hugging Face name for {name}")
+            continue
+        renamed = (
+            name.replace("encoder.patch_embed.proj", "videomae.embeddings.patch_embeddings.projection")
+            .replace("encoder.norm", "videomae.layernorm")
+        )
+        if renamed.startswith("head."):
+            renamed = "classifier." + renamed[len("head."):]
+        out[renamed] = value
+    return out
+
+
+def _spec_from_hf_config(cfg: dict[str, Any]) -> VideoViTSpec:
+    hidden, dec_hidden = cfg["hidden_size"], cfg.get("decoder_hidden_size", 384)
+    return VideoViTSpec(
+        embed_dim=hidden,
+        depth=cfg["num_hidden_layers"],
+        num_heads=cfg["num_attention_heads"],
+        mlp_ratio=cfg["intermediate_size"] / hidden,
+        decoder_embed_dim=dec_hidden,
+        decoder_depth=cfg.get("decoder_num_hidden_layers", 4),
+        decoder_num_heads=cfg.get("decoder_num_attention_heads", 6),
+        decoder_mlp_ratio=cfg.get("decoder_intermediate_size", 4 * dec_hidden) / dec_hidden,
+        input_size=cfg.get("image_size", 224),
+        patch_size=cfg.get("patch_size", 16),
+        tubelet_size=cfg.get("tubelet_size", 2),
+        num_frames=cfg.get("num_frames", 16),
+        in_chans=cfg.get("num_channels", 3),
+        qkv_bias=cfg.get("qv_bias", cfg.get("qkv_bias", True)),
+        norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        head_norm_eps=1e-5,  # torch's LayerNorm default, which HF uses for decoder.norm / fc_norm
+        encoder_final_norm=not cfg.get("use_mean_pooling", True),
+    )
+
+
+def _hf_config_from(model: nn.Module) -> dict[str, Any]:
+    spec: VideoViTSpec = model.spec
+    cfg: dict[str, Any] = {
+        "model_type": "videomae",
+        "image_size": spec.input_size,
+        "patch_size": spec.patch_size,
+        "num_channels": spec.in_chans,
+        "num_frames": spec.num_frames,
+        "tubelet_size": spec.tubelet_size,
+        "hidden_size": spec.embed_dim,
+        "num_hidden_layers": spec.depth,
+        "num_attention_heads": spec.num_heads,
+        "intermediate_size": int(spec.embed_dim * spec.mlp_ratio),
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02,
+        "layer_norm_eps": spec.norm_eps,
+        "qkv_bias": spec.qkv_bias,
+        "decoder_num_attention_heads": spec.decoder_num_heads,
+        "decoder_hidden_size": spec.decoder_embed_dim,
+        "decoder_num_hidden_layers": spec.decoder_depth,
+        "decoder_intermediate_size": int(spec.decoder_embed_dim * spec.decoder_mlp_ratio),
+        "norm_pix_loss": True,
+    }
+    if isinstance(model, PretrainAutoencoder):
+        cfg["architectures"] = ["VideoMAEForPreTraining"]
+        cfg["use_mean_pooling"] = not spec.encoder_final_norm
+    else:
+        cfg["architectures"] = ["VideoMAEForVideoClassification"]
+        cfg["use_mean_pooling"] = model.use_mean_pooling
+        num = model.head.out_features
+        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num)}
+        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num)}
+    return cfg
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    if isinstance(obj, dict):
+        for key in _WRAPPERS:
+            if key in obj and isinstance(obj[key], dict):
+                return _unwrap(obj[key], path)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+        if tensors:
+            return tensors
+    raise WeightsError(f"{path}: no state dict found (looked for keys {', '.join(_WRAPPERS)})")
+
+
+def _canonical_videomae(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Strip wrapper prefixes and give fine-tuning names their 'encoder.' prefix."""
+    out = {}
+    for name, value in sd.items():
+        for wrapper in ("module.", "_orig_mod.", "model."):
+            name = name.removeprefix(wrapper)
+        if name.startswith(("patch_embed.", "blocks.", "norm.")):
+            name = "encoder." + name
+        out[name] = value
+    return out
+
+
+def _infer_spec(sd: dict[str, Tensor], **defaults: Any) -> VideoViTSpec:
+    """Recover the architecture from tensor shapes; heads come from the matching preset."""
+    try:
+        proj = sd["encoder.patch_embed.proj.weight"]
+    except KeyError:
+        raise WeightsError("no patch embedding (encoder.patch_embed.proj.weight) in the checkpoint") from None
+    dim, in_chans, tubelet, patch, _ = proj.shape
+
+    def depth_of(stack: str) -> int:
+        ids = {int(m.group(1)) for k in sd if (m := re.match(rf"{stack}\.blocks\.(\d+)\.", k))}
+        return max(ids) + 1 if ids else 0
+
+    depth = depth_of("encoder")
+    preset = next((p for p in PRESETS.values() if p["embed_dim"] == dim and p["depth"] == depth), None)
+    preset = preset or next((p for p in PRESETS.values() if p["embed_dim"] == dim), {})
+    fc1 = sd.get("encoder.blocks.0.mlp.fc1.weight")
+    spec = dict(
+        embed_dim=dim, depth=depth, num_heads=preset.get("num_heads", max(1, dim // 64)),
+        mlp_ratio=fc1.shape[0] / dim if fc1 is not None else 4.0,
+        patch_size=patch, tubelet_size=tubelet, in_chans=in_chans,
+        qkv_bias="encoder.blocks.0.attn.q_bias" in sd,
+        layer_scale_init_value=0.1 if "encoder.blocks.0.gamma_1" in sd else 0.0,
+    )
+    if "encoder_to_decoder.weight" in sd:
+        dec_dim = sd["encoder_to_decoder.weight"].shape[0]
+        dec_fc1 = sd.get("decoder.blocks.0.mlp.fc1.weight")
+        spec.update(
+            decoder_embed_dim=dec_dim,
+            decoder_depth=depth_of("decoder"),
+            decoder_num_heads=preset.get("decoder_num_heads", max(1, dec_dim // 64)),
+            decoder_mlp_ratio=dec_fc1.shape[0] / dec_dim if dec_fc1 is not None else 4.0,
+            encoder_final_norm="encoder.norm.weight" in sd,
+        )
+    spec.update(defaults)
+    return VideoViTSpec(**spec)
+
+
+def _tag_dir(path: Path) -> Path:
+    """A DeepSpeed run folder resolves to the tag named in its 'latest' file."""
+    latest = path / "latest"
+    return path / latest.read_text().strip() if latest.is_file() else path
+
+
+def _read_deepspeed_dir(path: Path) -> dict[str, Tensor]:
+    """Full fp32 weights of a DeepSpeed checkpoint folder (the run dir with 'latest', or a tag)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    tag_dir = _tag_dir(path)
+    if any(tag_dir.glob("*optim_states.pt")) and any(tag_dir.glob("zero_pp_rank_*")):
+        sd = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        return {k: v.float() for k, v in sd.items()}
+    states = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+    if not states:
+        raise WeightsError(f"{path}: not a DeepSpeed checkpoint (no mp_rank_*_model_states.pt)")
+    obj = torch.load(states[0], map_location="cpu", weights_only=False)
+    return {k: v.float() for k, v in obj["module"].items()}
+
+
+def _meta_for_dir(path: Path) -> dict[str, Any]:
+    meta_file = _tag_dir(path) / META_FILE
+    return json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+
+
+def read_weights(path: str | Path) -> LoadedWeights:
+    """Read any supported checkpoint into canonical names (no model is built)."""
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return _read_hf_dir(path)
+        meta = _meta_for_dir(path)
+        sd = _read_deepspeed_dir(path)
+        spec = VideoViTSpec(**meta["spec"]) if "spec" in meta else None
+        return LoadedWeights(_canonical_videomae(sd), spec, "everest-deepspeed", meta)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return LoadedWeights(_canonical_videomae(load_file(str(path))), None, "videomae")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
+        raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
+    sd = _canonical_videomae(_unwrap(obj, path))
+    meta = obj.get("everest", {}) if isinstance(obj, dict) else {}
+    spec = VideoViTSpec(**meta["spec"]) if "spec" in meta else None
+    return LoadedWeights(sd, spec, "everest" if meta else "videomae", meta)
+
+
+def _read_hf_dir(path: Path) -> LoadedWeights:
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_type") != "videomae":
+        raise WeightsError(f"{path}: model_type {cfg.get('model_type')!r} is not 'videomae'")
+    if (path / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path / "model.safetensors"))
+    elif (path / "pytorch_model.bin").is_file():
+        sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise WeightsError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
+    return LoadedWeights(_hf_to_canonical(sd), _spec_from_hf_config(cfg), "huggingface", {"hf_config": cfg})
+
+
+# --------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class LoadReport:
+    missing: list[str]
+    unexpected: list[str]
+
+    def __str__(self) -> str:
+        return f"missing {len(self.missing)} keys {self.missing[:8]}, unexpected {len(self.unexpected)} keys {self.unexpected[:8]}"
+
+
+def load_into(model: nn.Module, state_dict: dict[str, Tensor], strict: bool = False, source: str = "checkpoint") -> LoadReport:
+    """Copy matching weights into `model`; a shape mismatch is an error naming the tensor."""
+    own = model.state_dict()
+    usable = {}
+    unexpected = []
+    for name, value in state_dict.items():
+        if _IGNORED.search(name):
+            continue
+        if name not in own:
+            unexpected.append(name)
+            continue
+        if own[name].shape != value.shape:
+            raise WeightsError(
+                f"{source}: {name} has shape {tuple(value.shape)} but the model expects "
+                f"{tuple(own[name].shape)}; the checkpoint is probably from another backbone "
+                "or patch/tubelet size (check model.backbone and the *_size keys)"
+            )
+        usable[name] = value
+    missing = [k for k in own if k not in usable and not _IGNORED.search(k)]
+    if strict and (missing or unexpected):
+        raise WeightsError(f"{source}: {LoadReport(missing, unexpected)}")
+    model.load_state_dict(usable, strict=False)
+    return LoadReport(missing, unexpected)
+
+
+def _spec_for_loading(loaded: LoadedWeights, overrides: dict[str, Any]) -> VideoViTSpec:
+    spec_fields = {f.name for f in fields(VideoViTSpec)}
+    unknown = set(overrides) - spec_fields
+    if unknown:
+        raise TypeError(f"unknown override(s) {sorted(unknown)}; allowed: {sorted(spec_fields)}")
+    if loaded.spec is not None:
+        return loaded.spec.with_(**overrides)
+    return _infer_spec(loaded.state_dict, **overrides)
+
+
+def load_encoder(path_or_dir: str | Path, **overrides: Any) -> VideoEncoder:
+    """An encoder (eval mode) from any supported checkpoint. `forward(video)` with video
+    [B, 3, F, H, W] normalised returns token features [B, N, D] after the final norm.
+    Overrides set VideoViTSpec fields, e.g. num_frames=8, input_size=160."""
+    loaded = read_weights(path_or_dir)
+    spec = _spec_for_loading(loaded, overrides)
+    has_norm = "encoder.norm.weight" in loaded.state_dict
+    encoder = VideoEncoder(spec, final_norm=has_norm)
+    enc_sd = {k[len("encoder."):]: v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
+    report = load_into(encoder, enc_sd, source=str(path_or_dir))
+    if report.missing:
+        raise WeightsError(f"{path_or_dir}: the encoder is incomplete: {report}")
+    return encoder.eval()
+
+
+def load_pretrain_model(path_or_dir: str | Path, **overrides: Any) -> PretrainAutoencoder:
+    """The pretraining autoencoder (eval mode) from any supported pretraining checkpoint."""
+    loaded = read_weights(path_or_dir)
+    if "encoder_to_decoder.weight" not in loaded.state_dict:
+        raise WeightsError(f"{path_or_dir}: holds no decoder (a fine-tuned or encoder-only checkpoint)")
+    model = PretrainAutoencoder(_spec_for_loading(loaded, overrides))
+    report = load_into(model, loaded.state_dict, source=str(path_or_dir))
+    if report.missing:
+        raise WeightsError(f"{path_or_dir}: the autoencoder is incomplete: {report}")
+    return model.eval()
+
+
+def load_classifier(path_or_dir: str | Path, **overrides: Any) -> VideoClassifier:
+    """A fine-tuned classifier/regressor (eval mode) from a checkpoint that holds its head."""
+    loaded = read_weights(path_or_dir)
+    sd = loaded.state_dict
+    if "head.weight" not in sd:
+        raise WeightsError(f"{path_or_dir}: holds no classification/regression head")
+    mean_pooling = loaded.meta.get("use_mean_pooling", "fc_norm.weight" in sd)
+    model = VideoClassifier(_spec_for_loading(loaded, overrides), sd["head.weight"].shape[0], mean_pooling)
+    report = load_into(model, sd, source=str(path_or_dir))
+    if report.missing:
+        raise WeightsError(f"{path_or_dir}: the classifier is incomplete: {report}")
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------- writing
+
+
+def _model_kind(model: nn.Module) -> str:
+    if isinstance(model, PretrainAutoencoder):
+        return "pretrain"
+    if isinstance(model, VideoClassifier):
+        return "finetune"
+    raise TypeError(f"cannot export a {type(model).__name__}")
+
+
+def everest_meta(model: nn.Module) -> dict[str, Any]:
+    """What our checkpoints record beside the weights so that they rebuild exactly."""
+    meta = {"spec": model.spec.to_dict(), "kind": _model_kind(model)}
+    if isinstance(model, VideoClassifier):
+        meta["use_mean_pooling"] = model.use_mean_pooling
+    return meta
+
+
+def save_everest(model: nn.Module, path: str | Path, state_dict: dict[str, Tensor] | None = None) -> None:
+    """One fp32 file {'model': weights, 'everest': meta} that every loader here reads."""
+    sd = state_dict if state_dict is not None else model.state_dict()
+    torch.save({"model": {k: v.detach().float().cpu() for k, v in sd.items()}, "everest": everest_meta(model)}, path)
+
+
+def export_videomae(model: nn.Module, path: str | Path) -> None:
+    """Official VideoMAE/EVEREST naming: pretraining keeps 'encoder.'/'decoder.', fine-tuning
+    models drop the 'encoder.' prefix, all under a 'model' key."""
+    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    if isinstance(model, VideoClassifier):
+        sd = {k.removeprefix("encoder."): v for k, v in sd.items()}
+    torch.save({"model": sd}, path)
+
+
+def export_huggingface(model: nn.Module, out_dir: str | Path) -> Path:
+    """A folder that transformers' VideoMAEForPreTraining / VideoMAEForVideoClassification
+    `from_pretrained` reads (config.json + model.safetensors)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, VideoClassifier) and not model.use_mean_pooling:
+        raise WeightsError("Hugging Face VideoMAE has no class token; export a mean-pooling model")
+    sd = _canonical_to_hf({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(_hf_config_from(model), indent=2))
+    return out
