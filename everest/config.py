@@ -304,7 +304,23 @@ def config_from_dict(values: dict[str, Any] | None, overrides: list[str] = ()) -
         _set_dotted(tree, key, value)
     cfg = _build(Config, tree, "")
     validate(cfg)
+    cfg._explicit = frozenset(_leaf_keys(tree))
     return cfg
+
+
+def _leaf_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            keys.extend(_leaf_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def explicit_keys(cfg: Config) -> frozenset[str]:
+    """Dotted keys the user set in the YAML file or on the command line (not defaults)."""
+    return getattr(cfg, "_explicit", frozenset())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:

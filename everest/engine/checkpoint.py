@@ -1,0 +1,159 @@
+"""Checkpoints on top of DeepSpeed's save_checkpoint / load_checkpoint (all ranks call them).
+
+Layout of `checkpoint.dir`:
+    <prefix>epoch0003_step00000120/   one DeepSpeed tag: model/optimizer shards, plus
+        everest_meta.json             the architecture (what the weight loaders read)
+        everest_rank<r>.pt            per-rank RNG states and data-loader position
+    everest_checkpoints.json          which tags are kept and why (top-k / last / periodic)
+    latest                            the newest complete tag (DeepSpeed's own pointer file)
+
+A tag is written completely, on every rank, before `latest` and the index move to it (each
+replaced atomically), and old tags are deleted only after that. A crash mid-save therefore
+leaves `latest` on the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from everest.config import CheckpointConfig
+from everest.engine.distributed import DistInfo, barrier
+
+INDEX_FILE = "everest_checkpoints.json"
+META_FILE = "everest_meta.json"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """'min' or 'max' for the monitored metric ('auto': accuracies and R^2 are maximised)."""
+    if mode != "auto":
+        return mode
+    return "max" if any(key in monitor for key in ("acc", "r2")) else "min"
+
+
+@dataclass
+class ResumePoint:
+    load_dir: Path
+    tag: str
+
+
+def find_resume_point(resume: str | None, checkpoint_dir: str | Path) -> ResumePoint | None:
+    """'auto' -> the newest complete checkpoint in checkpoint_dir (or None: start fresh);
+    a run folder -> its newest; a tag folder -> that tag."""
+    if not resume:
+        return None
+    if resume == "auto":
+        path = Path(checkpoint_dir)
+        if not (path / "latest").is_file():
+            return None
+    else:
+        path = Path(resume)
+        if not path.exists():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint")
+    if (path / "latest").is_file():
+        return ResumePoint(path, (path / "latest").read_text().strip())
+    if any(path.glob("mp_rank_*_model_states.pt")):
+        return ResumePoint(path.parent, path.name)
+    raise FileNotFoundError(f"--resume {resume}: neither a checkpoint folder with 'latest' nor a checkpoint tag")
+
+
+class CheckpointManager:
+    """Decides when to save and what to keep, per the checkpoint.* config."""
+
+    def __init__(self, cfg: CheckpointConfig, dist_info: DistInfo):
+        self.cfg = cfg
+        self.dist = dist_info
+        self.dir = Path(cfg.dir)
+        self.mode = monitor_mode(cfg.monitor, cfg.monitor_mode)
+        self.index: list[dict[str, Any]] = []
+        if (self.dir / INDEX_FILE).is_file():
+            self.index = json.loads((self.dir / INDEX_FILE).read_text())["checkpoints"]
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _roles(self, epoch: int, metric: float | None, final: bool) -> set[str]:
+        cfg = self.cfg
+        roles = set()
+        if cfg.save_ckpt_freq and (epoch + 1) % cfg.save_ckpt_freq == 0:
+            roles.add("periodic")
+        if cfg.save_top_k > 0 and metric is not None:
+            ranked = [e for e in self.index if "top_k" in e["roles"]]
+            if len(ranked) < cfg.save_top_k or any(self._better(metric, e["metric"]) for e in ranked):
+                roles.add("top_k")
+        if (cfg.save_last and not cfg.strict_top_k) or final:
+            roles.add("last")
+        return roles
+
+    def save(self, engine, *, epoch: int, step: int, metrics: dict[str, float], client_state: dict[str, Any],
+             rank_state: dict[str, Any], meta: dict[str, Any], final: bool = False) -> str | None:
+        """Save if the policy wants this epoch; returns the tag written (every rank agrees)."""
+        if not self.cfg.enable:
+            return None
+        metric = metrics.get(self.cfg.monitor)
+        roles = self._roles(epoch, metric, final)
+        if not roles:
+            return None
+        tag = f"{self.cfg.prefix}epoch{epoch:04d}_step{step:08d}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
+        torch.save(rank_state, self.dir / tag / f"everest_rank{self.dist.rank}.pt")
+        barrier()
+        if self.dist.is_main:
+            (self.dir / tag / META_FILE).write_text(json.dumps(meta, indent=2))
+            self._commit(tag, epoch, step, metric, roles)
+        barrier()
+        return tag
+
+    def _commit(self, tag: str, epoch: int, step: int, metric: float | None, roles: set[str]) -> None:
+        for entry in self.index:
+            if "last" in roles:
+                entry["roles"] = [r for r in entry["roles"] if r != "last"]
+        self.index = [e for e in self.index if e["tag"] != tag]
+        self.index.append({"tag": tag, "epoch": epoch, "step": step, "metric": metric, "roles": sorted(roles)})
+        ranked = sorted((e for e in self.index if "top_k" in e["roles"]),
+                        key=lambda e: e["metric"], reverse=self.mode == "max")
+        for entry in ranked[self.cfg.save_top_k:]:
+            entry["roles"].remove("top_k")
+        if self.cfg.strict_top_k:  # only the top k survive; the new tag stays as the resume point
+            for entry in self.index[:-1]:
+                entry["roles"] = [r for r in entry["roles"] if r == "top_k"]
+        dropped = [e["tag"] for e in self.index if not e["roles"]]
+        self.index = [e for e in self.index if e["roles"]]
+        _atomic_write(self.dir / INDEX_FILE, json.dumps({"checkpoints": self.index, "mode": self.mode}, indent=2))
+        _atomic_write(self.dir / "latest", tag)
+        for old in dropped:
+            shutil.rmtree(self.dir / old, ignore_errors=True)
+
+    def best(self) -> dict[str, Any] | None:
+        ranked = [e for e in self.index if "top_k" in e["roles"]]
+        if not ranked:
+            return None
+        return sorted(ranked, key=lambda e: e["metric"], reverse=self.mode == "max")[0]
+
+
+def load_rank_state(point: ResumePoint, rank: int) -> dict[str, Any] | None:
+    path = point.load_dir / point.tag / f"everest_rank{rank}.pt"
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_meta(point: ResumePoint) -> dict[str, Any]:
+    path = point.load_dir / point.tag / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,104 @@
+"""Process-group set-up for every way a run starts: the `deepspeed` launcher, torchrun, or one
+plain `python` process. NCCL on GPU, gloo on CPU (DeepSpeed's CPU accelerator).
+
+Import this module before anything imports deepspeed: DeepSpeed picks its accelerator once,
+at import time, from DS_ACCELERATOR.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    """cuda:LOCAL_RANK when CUDA is there (or asked for), else cpu."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device='cuda' but no CUDA device is visible")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(local_rank)
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInfo:
+    """Join (or create, for a single plain process) the default process group."""
+    if "RANK" not in os.environ:  # plain `python launch/x.py`: a world of one
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    chosen = choose_device(device)
+    if chosen.type == "cpu":
+        os.environ["DS_ACCELERATOR"] = "cpu"
+    if not dist.is_initialized():
+        import deepspeed
+
+        deepspeed.init_distributed(
+            dist_backend="nccl" if chosen.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), chosen)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (a copy; the input is left alone)."""
+    out = values.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(out)
+        out /= dist.get_world_size()
+    return out
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    out = values.detach().clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(out)
+    return out
+
+
+def all_reduce_min(value: int, device: torch.device) -> int:
+    out = torch.tensor([value], dtype=torch.int64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return int(out.item())
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is true on any rank (every rank gets the same answer)."""
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

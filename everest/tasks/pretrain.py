@@ -1,0 +1,135 @@
+"""Masked-video pretraining as a task for the training loop.
+
+`PretrainObjective` is what DeepSpeed wraps: patch embedding -> token selection on the detached
+embeddings -> autoencoder over the selected tokens -> normalised-pixel MSE on the targets. The
+random part of the selection is keyed by (seed, epoch, sample index), so a clip gets the same
+masks whatever the number of ranks or a resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from everest import tokens
+from everest.config import Config
+from everest.data import to_model_input
+from everest.engine.distributed import all_reduce_sum
+from everest.engine.optim import param_groups
+from everest.engine.task import StepContext, StepOutput
+from everest.models import PretrainAutoencoder
+from everest.models.vit import VideoViTSpec, spec_for
+from everest.models.weights import everest_meta
+from everest.patches import denormalize_video, pixel_targets
+from everest.viz import reconstruction_grid
+
+
+def spec_from_config(cfg: Config) -> VideoViTSpec:
+    """The architecture a config asks for (preset + overrides + clip geometry)."""
+    m = cfg.model
+    return spec_for(
+        m.backbone, embed_dim=m.embed_dim, depth=m.depth, num_heads=m.num_heads, mlp_ratio=m.mlp_ratio,
+        decoder_embed_dim=m.decoder_embed_dim, decoder_num_heads=m.decoder_num_heads,
+        decoder_depth=m.decoder_depth, input_size=m.input_size, patch_size=m.patch_size,
+        tubelet_size=m.tubelet_size, num_frames=cfg.training.num_frames, drop_path_rate=m.drop_path_rate,
+        layer_scale_init_value=m.layer_scale_init_value, norm_eps=m.norm_eps, head_norm_eps=m.norm_eps,
+        attention_backend=m.attention_backend, use_checkpoint=cfg.features.use_checkpoint,
+    )
+
+
+def sample_noise(index: Tensor, seed: int, epoch: int, num_tokens: int, device: torch.device) -> Tensor:
+    """Uniform keys [B, N] for the random part of token selection, one stream per sample."""
+    rows = []
+    for sample in index.tolist():
+        g = torch.Generator().manual_seed(hash((seed, epoch, int(sample))) % 2**63)
+        rows.append(torch.rand(num_tokens, generator=g))
+    return torch.stack(rows).to(device)
+
+
+class PretrainObjective(nn.Module):
+    """Autoencoder + selection + loss in one module, so that DeepSpeed's forward runs it all."""
+
+    def __init__(self, model: PretrainAutoencoder, cfg: Config):
+        super().__init__()
+        self.model = model
+        m = cfg.model
+        self.mask_type, self.mask_ratio, self.rho = m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio
+        self.normalize_target = m.normalize_target
+        self.register_buffer("mean", torch.tensor(cfg.data.normalize_mean), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.data.normalize_std), persistent=False)
+
+    def select(self, embedded: Tensor, noise: Tensor) -> tokens.Selection:
+        spec = self.model.spec
+        return tokens.select_for_pretraining(
+            embedded.detach(), spec.grid, self.mask_type, self.mask_ratio, self.rho, noise=noise)
+
+    def forward(self, video: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, tokens.Selection]:
+        """video [B, 3, F, H, W] normalised (fp32) -> (loss, predictions, selection)."""
+        weight = self.model.encoder.patch_embed.proj.weight
+        embedded = self.model.embed(video.to(weight.dtype))
+        selection = self.select(embedded, noise)
+        pred = self.model.forward_embedded(embedded, selection.visible, selection.target)
+        spec = self.model.spec
+        with torch.no_grad():
+            target = pixel_targets(denormalize_video(video.float(), self.mean, self.std), selection.target,
+                                   spec.tubelet_size, spec.patch_size, self.normalize_target)
+        loss = nn.functional.mse_loss(pred.float(), target)
+        return loss, pred, selection
+
+
+class PretrainTask:
+    """The pretraining task the loop drives."""
+
+    def __init__(self, cfg: Config, model: PretrainAutoencoder | None = None):
+        self.cfg = cfg
+        self.model = model or PretrainAutoencoder(spec_from_config(cfg))
+        self.module = PretrainObjective(self.model, cfg)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return param_groups(self.module, weight_decay)
+
+    def _inputs(self, batch: dict[str, Any], ctx: StepContext) -> tuple[Tensor, Tensor]:
+        video = to_model_input(batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std,
+                               ctx.device, torch.float32)
+        noise = sample_noise(batch["index"], ctx.seed, ctx.epoch, self.model.spec.num_patches, ctx.device)
+        return video, noise
+
+    def training_step(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
+        video, noise = self._inputs(batch, ctx)
+        loss, _, selection = engine(video, noise)
+        visible, target = selection.visible.shape[1], selection.target.shape[1]
+        clips = video.shape[0]
+        return StepOutput(loss=loss, clips=clips, encoder_tokens=clips * visible,
+                          decoder_tokens=clips * (visible + target))
+
+    def reduce_metrics(self, sums: dict[str, float], prefix: str) -> dict[str, float]:
+        return {}
+
+    @torch.no_grad()
+    def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
+        engine.eval()
+        total, clips = 0.0, 0
+        for batch in batches:
+            video, noise = self._inputs(batch, ctx)
+            loss, _, _ = engine(video, noise)
+            total += loss.item() * video.shape[0]
+            clips += video.shape[0]
+        sums = all_reduce_sum(torch.tensor([total, float(clips)], dtype=torch.float64, device=ctx.device))
+        return {"val_loss": float(sums[0] / max(sums[1].item(), 1.0))}
+
+    @torch.no_grad()
+    def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
+        engine.eval()
+        video, noise = self._inputs(batch, ctx)
+        _, pred, selection = engine(video, noise)
+        spec = self.model.spec
+        video01 = denormalize_video(video.float(), self.module.mean, self.module.std)
+        scores = selection.scores[0] if selection.scores is not None else None
+        return reconstruction_grid(video01[0], selection.visible[0], selection.target[0], pred[0], spec,
+                                   self.cfg.model.normalize_target, scores)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return everest_meta(self.model)

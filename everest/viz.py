@@ -1,0 +1,85 @@
+"""Pictures of what the model sees and predicts: reconstruction grids and motion heatmaps.
+
+One grid per clip, one column per shown frame, rows:
+  original | masked (dropped tokens dark, visible as input, targets tinted red) |
+  reconstruction (targets predicted, visible as input, dropped dark) | motion-score heatmap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from everest.models.vit import VideoViTSpec
+from everest.patches import predictions_to_pixels, reconstruct_video, unpatchify
+
+DROPPED_LEVEL = 0.08
+TARGET_TINT = torch.tensor([1.0, 0.15, 0.15])
+SEPARATOR = 2
+
+
+def token_map(values: Tensor, spec: VideoViTSpec) -> Tensor:
+    """Per-token values [N] -> a [F, H, W] map (each token fills its tubelet)."""
+    per_pixel = values.float()[None, :, None].expand(1, -1, spec.tubelet_size * spec.patch_size**2)
+    return unpatchify(per_pixel, spec.grid, spec.tubelet_size, spec.patch_size, channels=1)[0, 0]
+
+
+def _colormap(values: Tensor) -> Tensor:
+    """[F, H, W] in [0, 1] -> [3, F, H, W] with matplotlib's 'inferno'."""
+    from matplotlib import colormaps
+
+    rgb = colormaps["inferno"](values.clamp(0, 1).cpu().numpy())[..., :3]
+    return torch.from_numpy(rgb).float().permute(3, 0, 1, 2)
+
+
+def frame_indices(num_frames: int, to_show: int) -> list[int]:
+    """Evenly spaced frames to show, always including the first."""
+    to_show = max(1, min(to_show, num_frames))
+    return np.linspace(0, num_frames - 1, to_show).round().astype(int).tolist()
+
+
+def reconstruction_rows(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
+                        normalized: bool, scores: Tensor | None = None) -> list[Tensor]:
+    """The panels of one clip as [3, F, H, W] tensors in [0, 1]."""
+    video01 = video01.float().cpu()
+    n = spec.num_patches
+    role = torch.zeros(n)  # 0 dropped, 1 visible, 2 target
+    role[visible.cpu()] = 1
+    role[target.cpu()] = 2
+    role_map = token_map(role, spec)[None]
+    dropped = torch.full_like(video01, DROPPED_LEVEL)
+    tinted = 0.5 * video01 + 0.5 * TARGET_TINT.view(3, 1, 1, 1)
+    masked = torch.where(role_map == 1, video01, torch.where(role_map == 2, tinted, dropped))
+
+    batch_video = video01[None]
+    tgt = target.cpu()[None]
+    pixels = predictions_to_pixels(pred.cpu()[None], batch_video, tgt, spec.tubelet_size, spec.patch_size, normalized)
+    filled = reconstruct_video(batch_video, pixels, tgt, spec.tubelet_size, spec.patch_size)[0]
+    reconstruction = torch.where(role_map == 0, dropped, filled)
+    rows = [video01, masked, reconstruction]
+    if scores is not None:
+        s = scores.float().cpu()
+        s = (s - s.min()) / (s.max() - s.min()).clamp_min(1e-12)
+        rows.append(_colormap(token_map(s, spec)))
+    return rows
+
+
+def grid_image(rows: list[Tensor], frames: list[int]) -> np.ndarray:
+    """Tile rows of [3, F, H, W] panels (chosen frames as columns) into one uint8 HxWx3 image."""
+    _, _, h, w = rows[0].shape
+    height = len(rows) * h + (len(rows) - 1) * SEPARATOR
+    width = len(frames) * w + (len(frames) - 1) * SEPARATOR
+    canvas = torch.ones(3, height, width)
+    for r, row in enumerate(rows):
+        for c, f in enumerate(frames):
+            y, x = r * (h + SEPARATOR), c * (w + SEPARATOR)
+            canvas[:, y:y + h, x:x + w] = row[:, f]
+    return (canvas.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def reconstruction_grid(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
+                        normalized: bool, scores: Tensor | None = None, frames_to_show: int = 8) -> np.ndarray:
+    """One clip's grid as a uint8 HxWx3 array (see the module docstring for the rows)."""
+    rows = reconstruction_rows(video01, visible, target, pred, spec, normalized, scores)
+    return grid_image(rows, frame_indices(video01.shape[1], frames_to_show))

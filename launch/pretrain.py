@@ -1,0 +1,47 @@
+"""EVEREST pretraining.
+
+    python launch/pretrain.py                       # built-in default: small model, synthetic data, CPU
+    python launch/pretrain.py --config configs/pretrain/vit_b_k400.yaml [key=value ...]
+    deepspeed [--num_gpus N | --hostfile H --num_nodes M] launch/pretrain.py --config X.yaml \
+        [--deepspeed_config ds_configs/zero2.json] [--resume auto|PATH]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
+from everest.engine.cli import exit_on_config_error, load_run_config, parse_args  # noqa: E402
+
+DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST masked video pretraining on DeepSpeed")
+    cfg = load_run_config(args)
+
+    from everest.data import build_dataloader
+    from everest.engine.trainer import fit
+    from everest.tasks.pretrain import PretrainTask
+
+    dist_info = distributed.init_distributed(cfg.training.device)
+    try:
+        train_loader = build_dataloader(cfg, "train")
+        val_loader = build_dataloader(cfg, "val") if cfg.data.val_optimized_dir else None
+        result = fit(cfg, PretrainTask(cfg), train_loader=train_loader, val_loader=val_loader,
+                     dist_info=dist_info, resume=args.resume)
+    finally:
+        distributed.shutdown()
+    if dist_info.is_main and result.losses:
+        first, last = result.losses[0], result.losses[-1]
+        print(f"done: {result.steps} steps, {result.epochs} epochs, train loss {first:.4f} -> {last:.4f}; "
+              f"checkpoints in {cfg.checkpoint.dir} (latest {result.last_tag}); logs and pictures in {result.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

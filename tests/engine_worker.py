@@ -1,0 +1,97 @@
+"""A tiny EVEREST pretraining run over in-memory clips, for the engine tests.
+
+Started as one plain process or by the `deepspeed` launcher; every rank takes an interleaved
+shard (rank r gets samples r, r+W, ...) so that the global batch is the same for any W.
+Writes {"losses": [...], "steps": n, ...} to --out on rank 0.
+
+    python tests/engine_worker.py --out OUT.json --ds ds_configs/zero0.json [key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from everest.engine import distributed  # noqa: E402
+
+import torch  # noqa: E402
+
+from everest.config import load_config  # noqa: E402
+
+TINY = [
+    "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",
+    "model.decoder_depth=1", "model.decoder_num_heads=2", "model.input_size=32", "model.patch_size=8",
+    "training.num_frames=4", "training.frames_to_sample=4", "model.mask_ratio=0.75",
+    "model.motion_centric_masking_ratio=0.5", "training.max_epochs=3", "optimizer.lr=1e-3",
+    "optimizer.warmup_steps=2", "logging.log_freq=1", "logging.image_freq=0",
+]
+
+
+def make_clips(count: int, frames: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Deterministic moving-square clips over a textured background, uint8 [count, F, S, S, 3]."""
+    g = torch.Generator().manual_seed(seed)
+    clips = (torch.rand(count, 1, size, size, 3, generator=g) * 120).expand(-1, frames, -1, -1, -1).clone()
+    for i in range(count):
+        x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        for f in range(frames):
+            x = (x0 + 3 * f) % (size - 8)
+            clips[i, f, y0:y0 + 8, x:x + 8] = 255
+    return clips.to(torch.uint8)
+
+
+class InterleavedLoader:
+    """Rank r of W gets positions r, r+W, ... of an epoch-seeded permutation, in batches."""
+
+    def __init__(self, clips: torch.Tensor, batch: int, rank: int, world: int, seed: int = 0):
+        self.clips, self.batch, self.rank, self.world, self.seed = clips, batch, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.clips) // (self.batch * self.world)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.clips), generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        mine = order[self.rank::self.world]
+        for i in range(len(self)):
+            index = mine[i * self.batch:(i + 1) * self.batch]
+            yield {"video": self.clips[index], "index": index}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--ds", default="ds_configs/zero0.json")
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--local_rank", type=int, default=None)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    cfg = load_config(None, TINY + [f"training.deepspeed_config={args.ds}"] + args.overrides)
+
+    from everest.engine.trainer import fit
+    from everest.tasks.pretrain import PretrainTask
+
+    info = distributed.init_distributed("cpu")
+    torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank and world size
+    task = PretrainTask(cfg)
+    clips = make_clips(args.clips, cfg.training.num_frames, cfg.model.input_size)
+    loader = InterleavedLoader(clips, cfg.training.batch_size, info.rank, info.world_size, cfg.training.seed)
+    result = fit(cfg, task, train_loader=loader, dist_info=info, resume=args.resume)
+    if info.is_main:
+        Path(args.out).write_text(json.dumps({
+            "losses": result.losses, "steps": result.steps, "epochs": result.epochs, "last_tag": result.last_tag,
+            "metrics": result.metrics, "world_size": info.world_size, "run_dir": str(result.run_dir),
+        }))
+    distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
