@@ -454,6 +454,10 @@ def validate(cfg: Config) -> None:
             f"augmentation.mixup={a.mixup} / augmentation.cutmix={a.cutmix}: mixup and cutmix "
             "mix class labels and are not supported for model.task_type='regression'; set both to 0",
         )
+    _check(
+        (a.mixup == 0 and a.cutmix == 0) or t.batch_size % 2 == 0,
+        f"training.batch_size={t.batch_size} must be even for mixup/cutmix (timm mixes a batch with its reverse)",
+    )
     _check(0 < cfg.features.model_ema_decay < 1, "features.model_ema_decay must lie in (0, 1)")
     _check(cfg.checkpoint.save_top_k >= 0, "checkpoint.save_top_k must be >= 0")
     _check(

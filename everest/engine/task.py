@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -31,19 +31,40 @@ class StepOutput:
     sums: dict[str, float] = field(default_factory=dict)
 
 
-class Task(Protocol):
-    module: nn.Module  # what DeepSpeed wraps
+class Task:
+    """Base of the tasks the loop drives; subclasses set `module` (what DeepSpeed wraps) and
+    implement param_groups and training_step. The hooks below default to doing nothing."""
 
-    def param_groups(self, weight_decay: float) -> list[dict]: ...
+    module: nn.Module
 
-    def training_step(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput: ...
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        raise NotImplementedError
+
+    def training_step(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+    def on_engine_ready(self, engine: nn.Module, zero_stage: int, device: torch.device) -> None:
+        """Called once after deepspeed.initialize (e.g. to copy the weights into an EMA)."""
+
+    def after_step(self, engine: nn.Module, step: int) -> None:
+        """Called after every optimizer step."""
 
     def reduce_metrics(self, sums: dict[str, float], prefix: str) -> dict[str, float]:
-        """Epoch metrics from the all-reduced sums."""
-        ...
+        """Epoch metrics from the all-reduced sums of StepOutput.sums."""
+        return {}
 
-    def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]: ...
+    def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
+        return {}
 
-    def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None: ...
+    def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
+        return None
 
-    def checkpoint_meta(self) -> dict[str, Any]: ...
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Task state saved with every checkpoint (e.g. EMA weights)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what extra_state returned."""

@@ -26,6 +26,7 @@ from everest.engine.ds_config import compute_dtype, load_ds_json, offloads_optim
 from everest.engine.logger import RunLogger
 from everest.engine.optim import Schedules, build_optimizer
 from everest.engine.task import StepContext, Task
+from everest.metrics import reduce_sums
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,11 +129,12 @@ class _Position:
     skipped_steps: int = 0
 
 
-def _restore(engine, point: ckpt.ResumePoint, same_world: bool, train_loader, rank: int,
+def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, train_loader, rank: int,
              batches_per_epoch: int) -> _Position:
     """Load the DeepSpeed state and, on the same world size, the exact per-rank position
     (RNG streams, epoch sums, data-loader position)."""
     _, client = engine.load_checkpoint(str(point.load_dir), tag=point.tag)
+    task.load_extra_state(client.get("task", {}))
     state = client["everest"]
     skipped = state.get("skipped_steps", 0)
     if state["batch_in_epoch"] >= batches_per_epoch:  # saved at an epoch end: start the next one
@@ -172,6 +174,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
     optimizer = build_optimizer(task.param_groups(cfg.optimizer.weight_decay), cfg, offloads_optimizer(ds))
     engine, optimizer, _, _ = deepspeed.initialize(model=task.module, optimizer=optimizer, config=ds)
     dtype = compute_dtype(ds)
+    task.on_engine_ready(engine, zero_stage(ds), dist_info.device)
     accum = t.accumulate_grad_batches
 
     # Every rank must run the same number of micro-batches, or collectives would hang.
@@ -185,7 +188,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
     result = FitResult()
     pos = _Position()
     if point is not None:
-        pos = _restore(engine, point, saved_world == dist_info.world_size, train_loader, dist_info.rank,
+        pos = _restore(engine, task, point, saved_world == dist_info.world_size, train_loader, dist_info.rank,
                        batches_per_epoch)
         result.skipped_steps = pos.skipped_steps
     epoch, step, batch_in_epoch, sums = pos.epoch, pos.step, pos.batch_in_epoch, pos.sums
@@ -198,7 +201,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
 
     def checkpoint_state(epoch_metrics: dict[str, float], final: bool) -> str | None:
         client_state = {"everest": {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
-                                    "skipped_steps": result.skipped_steps}}
+                                    "skipped_steps": result.skipped_steps}, "task": task.extra_state()}
         rank_state = {"rng": _rng_state(), "epoch_sums": sums,
                       "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None}
         meta = {**task.checkpoint_meta(), "world_size": dist_info.world_size, "zero_stage": zero_stage(ds)}
@@ -261,6 +264,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
                 if not boundary:
                     continue
                 step += 1
+                task.after_step(engine, step)
                 step_loss = window["loss"] / max(window["n"], 1)
                 result.losses.append(step_loss)
                 if step % cfg.logging.log_freq == 0 or step == stop_at:
@@ -315,9 +319,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
 
 
 def _epoch_metrics(task: Task, sums: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
-    keys = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=dist_info.device))
-    reduced = dict(zip(keys, totals.tolist()))
+    reduced = reduce_sums(sums, dist_info.device)
     metrics = {"train_loss_epoch": reduced["loss"] / max(reduced["clips"], 1.0)}
     metrics.update(task.reduce_metrics(reduced, "train_"))
     return metrics

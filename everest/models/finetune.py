@@ -39,13 +39,18 @@ class VideoClassifier(nn.Module):
             self.head.weight.mul_(init_scale)
             self.head.bias.mul_(init_scale)
 
-    def features(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
-        """Pooled clip features [B, D] before the head."""
-        x = self.encoder.encode(self.encoder.embed(video), keep, prefix=self.cls_token)
-        return self.fc_norm(x.mean(dim=1)) if self.use_mean_pooling else x[:, 0]
+    def embed(self, video: Tensor) -> Tensor:
+        """Patch tokens [B, N, D] without positions (scored to choose the MCM tokens)."""
+        return self.encoder.embed(video)
+
+    def forward_embedded(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Outputs [B, num_outputs] from patch tokens, using only `keep` [B, K] when given."""
+        x = self.encoder.encode(tokens, keep, prefix=self.cls_token)
+        pooled = self.fc_norm(x.mean(dim=1)) if self.use_mean_pooling else x[:, 0]
+        return self.head(self.fc_dropout(pooled))
 
     def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
-        return self.head(self.fc_dropout(self.features(video, keep)))
+        return self.forward_embedded(self.embed(video), keep)
 
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "cls_token"}

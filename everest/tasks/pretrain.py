@@ -19,7 +19,7 @@ from everest.config import Config
 from everest.data import to_model_input
 from everest.engine.distributed import all_reduce_sum
 from everest.engine.optim import param_groups
-from everest.engine.task import StepContext, StepOutput
+from everest.engine.task import StepContext, StepOutput, Task
 from everest.models import PretrainAutoencoder
 from everest.models.vit import VideoViTSpec, spec_for
 from everest.models.weights import everest_meta
@@ -80,7 +80,7 @@ class PretrainObjective(nn.Module):
         return loss, pred, selection
 
 
-class PretrainTask:
+class PretrainTask(Task):
     """The pretraining task the loop drives."""
 
     def __init__(self, cfg: Config, model: PretrainAutoencoder | None = None):
@@ -104,9 +104,6 @@ class PretrainTask:
         clips = video.shape[0]
         return StepOutput(loss=loss, clips=clips, encoder_tokens=clips * visible,
                           decoder_tokens=clips * (visible + target))
-
-    def reduce_metrics(self, sums: dict[str, float], prefix: str) -> dict[str, float]:
-        return {}
 
     @torch.no_grad()
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
