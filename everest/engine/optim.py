@@ -79,10 +79,11 @@ def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: i
 class Schedules:
     """Per-optimizer-step learning rate and weight decay, applied to every param group."""
 
-    def __init__(self, cfg: Config, total_steps: int, steps_per_epoch: int):
+    def __init__(self, cfg: Config, total_steps: int, steps_per_epoch: int, global_batch: int = 256):
         o = cfg.optimizer
         warmup = o.warmup_steps or int(round(o.warmup_epochs * steps_per_epoch))
-        self.lr = cosine_schedule(o.lr, o.min_lr, total_steps, warmup)
+        scale = global_batch / 256 if o.scale_lr_by_batch else 1.0  # VideoMAE: lr per 256 clips
+        self.lr = cosine_schedule(o.lr * scale, o.min_lr * scale, total_steps, warmup)
         wd_end = o.weight_decay if o.weight_decay_end is None else o.weight_decay_end
         self.wd = cosine_schedule(o.weight_decay, wd_end, total_steps)
 

@@ -182,7 +182,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
     batches_per_epoch = steps_per_epoch * accum
     total_steps = t.max_epochs * steps_per_epoch  # the schedule's horizon; max_steps only stops early
     stop_at = min(total_steps, t.max_steps or total_steps)
-    schedules = Schedules(cfg, total_steps, steps_per_epoch)
+    schedules = Schedules(cfg, total_steps, steps_per_epoch, global_batch=ds["train_batch_size"])
     manager = ckpt.CheckpointManager(cfg.checkpoint, dist_info)
 
     result = FitResult()

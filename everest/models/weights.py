@@ -431,6 +431,17 @@ def save_everest(model: nn.Module, path: str | Path, state_dict: dict[str, Tenso
     torch.save({"model": {k: v.detach().float().cpu() for k, v in sd.items()}, "everest": everest_meta(model)}, path)
 
 
+def export_consolidated(checkpoint: str | Path, path: str | Path) -> tuple[str, int]:
+    """One fp32 file from a DeepSpeed checkpoint folder (what launch/export.py writes).
+    Returns (model kind, parameter count)."""
+    loaded = read_weights(checkpoint)
+    if loaded.spec is None:
+        raise WeightsError(f"{checkpoint}: no {META_FILE} beside the weights; not an everest training checkpoint")
+    sd = {k: v.float().contiguous() for k, v in loaded.state_dict.items()}
+    torch.save({"model": sd, "everest": loaded.meta}, path)
+    return loaded.meta.get("kind", "unknown"), sum(v.numel() for v in sd.values())
+
+
 def export_videomae(model: nn.Module, path: str | Path) -> None:
     """Official VideoMAE/EVEREST naming: pretraining keeps 'encoder.'/'decoder.', fine-tuning
     models drop the 'encoder.' prefix, all under a 'model' key."""

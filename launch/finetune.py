@@ -1,0 +1,59 @@
+"""Fine-tune a pretrained EVEREST/VideoMAE encoder for classification or regression.
+
+    python launch/finetune.py                       # built-in default: synthetic data, CPU
+    python launch/finetune.py --config configs/finetune/ucf101_vit_b.yaml model.pretrained_path=CKPT
+    deepspeed [--num_gpus N | --hostfile H] launch/finetune.py --config X.yaml [--resume auto|PATH]
+
+`model.pretrained_path` takes our checkpoints (DeepSpeed folders or exported files), official
+VideoMAE/EVEREST .pth and Hugging Face VideoMAE folders. With a test set (data.test_optimized_dir)
+the run ends with the multi-view test of launch/evaluate.py on the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
+from everest.engine.cli import exit_on_config_error, load_run_config, parse_args  # noqa: E402
+
+DEFAULT_CONFIG = "configs/finetune/default_cpu.yaml"
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST fine-tuning (classification / regression) on DeepSpeed")
+    cfg = load_run_config(args)
+
+    from everest.data import build_dataloader
+    from everest.engine.trainer import fit
+    from everest.evaluation import evaluate_checkpoint, has_split
+    from everest.tasks.finetune import FinetuneTask
+
+    dist_info = distributed.init_distributed(cfg.training.device)
+    try:
+        task = FinetuneTask(cfg, log=print if dist_info.is_main else (lambda *_: None))
+        train_loader = build_dataloader(cfg, "train")
+        val_loader = build_dataloader(cfg, "val") if has_split(cfg, "val") else None
+        result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
+                     resume=args.resume)
+        summary = None
+        if has_split(cfg, "test") and result.last_tag and not result.interrupted:
+            best = result.best["tag"] if result.best else result.last_tag
+            summary = evaluate_checkpoint(cfg, Path(cfg.checkpoint.dir) / best, "test", dist_info,
+                                          result.run_dir / "test")
+    finally:
+        distributed.shutdown()
+    if dist_info.is_main:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
+        print(f"done: {result.steps} steps, {result.epochs} epochs; last epoch: {metrics}; "
+              f"checkpoints in {cfg.checkpoint.dir}; logs in {result.run_dir}")
+        if summary:
+            print("test: " + ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
