@@ -1,0 +1,72 @@
+"""Motion score: s[b, t, l] = ||e[b, t, l] - e[b, t-1, l]||_2 over the width D, in float32.
+
+Slot 0 has no predecessor and takes slot 1's score (the published rule); a single slot scores 0.
+The Triton kernel reads the embeddings once with their own strides (the patch embedding hands
+over a transposed view, D-stride N) and writes only the [B, T*L] scores.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK_L = 32
+BLOCK_D = 64
+
+
+@triton.jit
+def _motion_score_kernel(
+    emb_ptr, out_ptr, T, L, D,
+    stride_b, stride_t, stride_l, stride_d,
+    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    # One program scores BLOCK_L positions of one slot t >= 1; slot t-1 is read by this program
+    # and by its neighbour (scheduled next to it), so the second read is served from L2.
+    block_l = tl.program_id(0)
+    t = tl.program_id(1) + 1
+    b = tl.program_id(2).to(tl.int64)
+    offs_l = block_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    in_l = offs_l < L
+    row = emb_ptr + b * stride_b + offs_l[:, None].to(tl.int64) * stride_l
+    acc = tl.zeros([BLOCK_L], dtype=tl.float32)
+    for d0 in range(0, D, BLOCK_D):
+        offs_d = d0 + tl.arange(0, BLOCK_D)
+        ok = in_l[:, None] & (offs_d[None, :] < D)
+        ptr = row + offs_d[None, :].to(tl.int64) * stride_d
+        cur = tl.load(ptr + t * stride_t, mask=ok, other=0.0).to(tl.float32)
+        prev = tl.load(ptr + (t - 1) * stride_t, mask=ok, other=0.0).to(tl.float32)
+        diff = cur - prev
+        acc += tl.sum(diff * diff, axis=1)
+    score = tl.sqrt_rn(acc)
+    out_row = out_ptr + b * T * L
+    tl.store(out_row + t * L + offs_l, score, mask=in_l)
+    if t == 1:
+        tl.store(out_row + offs_l, score, mask=in_l)
+
+
+def motion_score_triton(emb: Tensor) -> Tensor:
+    """emb [B, T, L, D] (any float dtype, any strides) -> scores [B, T*L] float32."""
+    batch, slots, positions, width = emb.shape
+    out = torch.zeros(batch, slots * positions, dtype=torch.float32, device=emb.device)
+    if slots < 2 or batch == 0 or positions == 0:
+        return out
+    grid = (triton.cdiv(positions, BLOCK_L), slots - 1, batch)
+    _motion_score_kernel[grid](
+        emb, out, slots, positions, width, *emb.stride(), BLOCK_L=BLOCK_L, BLOCK_D=BLOCK_D,
+    )
+    return out
+
+
+def motion_score_torch(emb: Tensor) -> Tensor:
+    """Torch twin of `motion_score_triton`: one slot pair at a time, so no temporary holds more
+    than one slot ([B, L, D]) of the clip."""
+    batch, slots, positions, _ = emb.shape
+    out = torch.zeros(batch, slots, positions, dtype=torch.float32, device=emb.device)
+    for t in range(1, slots):
+        diff = emb[:, t].float() - emb[:, t - 1].float()
+        out[:, t] = torch.linalg.vector_norm(diff, dim=-1)
+    if slots > 1:
+        out[:, 0] = out[:, 1]
+    return out.view(batch, slots * positions)
