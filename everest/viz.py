@@ -3,6 +3,7 @@
 One grid per clip, one column per shown frame, rows:
   original | masked (dropped tokens dark, visible as input, targets tinted red) |
   reconstruction (targets predicted, visible as input, dropped dark) | motion-score heatmap.
+`selection_grid` draws the same picture without a model's predictions (no reconstruction row).
 """
 
 from __future__ import annotations
@@ -39,30 +40,42 @@ def frame_indices(num_frames: int, to_show: int) -> list[int]:
     return np.linspace(0, num_frames - 1, to_show).round().astype(int).tolist()
 
 
+def _role_map(visible: Tensor, target: Tensor, spec: VideoViTSpec) -> Tensor:
+    """[1, F, H, W]: 0 where the token was dropped, 1 visible, 2 target."""
+    role = torch.zeros(spec.num_patches)
+    role[visible.cpu()] = 1
+    role[target.cpu()] = 2
+    return token_map(role, spec)[None]
+
+
+def _heatmap(scores: Tensor, spec: VideoViTSpec) -> Tensor:
+    """Per-token scores [N], min-max scaled over the clip, as an 'inferno' [3, F, H, W] panel."""
+    s = scores.float().cpu()
+    s = (s - s.min()) / (s.max() - s.min()).clamp_min(1e-12)
+    return _colormap(token_map(s, spec))
+
+
+def selection_rows(video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec,
+                   scores: Tensor | None = None) -> list[Tensor]:
+    """Original, masked and (with scores) heatmap panels as [3, F, H, W] tensors in [0, 1]."""
+    video01 = video01.float().cpu()
+    roles = _role_map(visible, target, spec)
+    dropped = torch.full_like(video01, DROPPED_LEVEL)
+    tinted = 0.5 * video01 + 0.5 * TARGET_TINT.view(3, 1, 1, 1)
+    masked = torch.where(roles == 1, video01, torch.where(roles == 2, tinted, dropped))
+    return [video01, masked] + ([_heatmap(scores, spec)] if scores is not None else [])
+
+
 def reconstruction_rows(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
                         normalized: bool, scores: Tensor | None = None) -> list[Tensor]:
     """The panels of one clip as [3, F, H, W] tensors in [0, 1]."""
-    video01 = video01.float().cpu()
-    n = spec.num_patches
-    role = torch.zeros(n)  # 0 dropped, 1 visible, 2 target
-    role[visible.cpu()] = 1
-    role[target.cpu()] = 2
-    role_map = token_map(role, spec)[None]
-    dropped = torch.full_like(video01, DROPPED_LEVEL)
-    tinted = 0.5 * video01 + 0.5 * TARGET_TINT.view(3, 1, 1, 1)
-    masked = torch.where(role_map == 1, video01, torch.where(role_map == 2, tinted, dropped))
-
-    batch_video = video01[None]
+    rows = selection_rows(video01, visible, target, spec, scores)
+    batch_video = rows[0][None]
     tgt = target.cpu()[None]
     pixels = predictions_to_pixels(pred.cpu()[None], batch_video, tgt, spec.tubelet_size, spec.patch_size, normalized)
     filled = reconstruct_video(batch_video, pixels, tgt, spec.tubelet_size, spec.patch_size)[0]
-    reconstruction = torch.where(role_map == 0, dropped, filled)
-    rows = [video01, masked, reconstruction]
-    if scores is not None:
-        s = scores.float().cpu()
-        s = (s - s.min()) / (s.max() - s.min()).clamp_min(1e-12)
-        rows.append(_colormap(token_map(s, spec)))
-    return rows
+    reconstruction = torch.where(_role_map(visible, target, spec) == 0, DROPPED_LEVEL, filled)
+    return rows[:2] + [reconstruction] + rows[2:]
 
 
 def grid_image(rows: list[Tensor], frames: list[int]) -> np.ndarray:
@@ -82,4 +95,11 @@ def reconstruction_grid(video01: Tensor, visible: Tensor, target: Tensor, pred: 
                         normalized: bool, scores: Tensor | None = None, frames_to_show: int = 8) -> np.ndarray:
     """One clip's grid as a uint8 HxWx3 array (see the module docstring for the rows)."""
     rows = reconstruction_rows(video01, visible, target, pred, spec, normalized, scores)
+    return grid_image(rows, frame_indices(video01.shape[1], frames_to_show))
+
+
+def selection_grid(video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec,
+                   scores: Tensor | None = None, frames_to_show: int = 8) -> np.ndarray:
+    """Like `reconstruction_grid` without predictions: original, masked and heatmap rows."""
+    rows = selection_rows(video01, visible, target, spec, scores)
     return grid_image(rows, frame_indices(video01.shape[1], frames_to_show))

@@ -1,0 +1,98 @@
+"""Benchmark output: a Markdown table with ratios, the JSON record and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from everest.bench.measure import StrategyResult
+from everest.bench.workloads import Bench
+
+GIB = 2**30
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _gib(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / GIB:.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.3f}"
+
+
+def memory_note(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "peak memory: torch.cuda.max_memory_allocated during one step"
+    return ("peak memory: the process's peak resident set size during one step (VmHWM; includes the "
+            "Python process, weights and optimizer states)")
+
+
+def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, backbone: str) -> str:
+    s = bench.spec
+    base = results[bench.baseline]
+    lines = [
+        f"### {backbone} {bench.task} step: batch {bench.batch}, {s.num_frames}x{s.input_size}x{s.input_size} clips "
+        f"({s.num_patches} tokens per clip)",
+        "",
+        f"{describe_device(bench.device)}, torch {torch.__version__}, {str(bench.dtype).removeprefix('torch.')}; "
+        f"wall time: median of {repeats} interleaved steps after warm-up (forward, backward, AdamW step); "
+        f"FLOPs: torch.utils.flop_counter over one step; {memory_note(bench.device)}; "
+        "step memory: peak minus what was held before the step.",
+        "",
+        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | wall s | peak mem GiB | step mem GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results.values():
+        lines.append(f"| {r.label} | {r.encoder_tokens} | {r.decoder_tokens} | {r.flops / 1e9:.1f} | "
+                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | {_gib(r.step_mem_bytes)} |")
+    for name, r in results.items():
+        if name == bench.baseline:
+            continue
+        lines.append(f"| {r.label} / {base.label} | {_ratio(r.encoder_tokens, base.encoder_tokens)} | "
+                     f"{_ratio(r.decoder_tokens, base.decoder_tokens)} | {_ratio(r.flops, base.flops)} | "
+                     f"{_ratio(r.model_flops, base.model_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
+                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | {_ratio(r.step_mem_bytes, base.step_mem_bytes)} |")
+    lines.append("")
+    for name, r in results.items():
+        if name == bench.baseline:
+            continue
+        flops_ratio, wall_ratio = r.flops / base.flops, r.wall_s / base.wall_s
+        lines.append(f"{r.label} / {base.label}: FLOPs {flops_ratio:.3f}, wall time {wall_ratio:.3f} "
+                     f"({100 * (wall_ratio / flops_ratio - 1):+.1f}% from the FLOPs ratio)")
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, StrategyResult], path: str | Path) -> None:
+    Path(path).write_text(json.dumps({name: r.to_dict() for name, r in results.items()}, indent=2))
+
+
+def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> None:
+    """Bars per strategy: counted TFLOPs, median wall time and step memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [r.label for r in results.values()]
+    panels = [("TFLOPs per step", [r.flops / 1e12 for r in results.values()]),
+              ("wall time per step, s", [r.wall_s for r in results.values()]),
+              ("step memory, GiB", [(r.step_mem_bytes or 0) / GIB for r in results.values()])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    colors = ["tab:green", "tab:blue", "tab:gray"][: len(labels)]
+    for ax, (title, values) in zip(axes, panels):
+        bars = ax.bar(range(len(values)), values, color=colors)
+        ax.bar_label(bars, fmt="%.3g")
+        ax.set_title(title)
+        ax.set_xticks(range(len(values)), labels, rotation=20, ha="right", fontsize=8)
+    fig.suptitle(f"{bench.task} step, batch {bench.batch}, {describe_device(bench.device)}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,108 @@
+"""FLOPs of one training step, analytically and counted.
+
+The analytical model counts what `torch.utils.flop_counter.FlopCounterMode` counts: matrix
+products and convolutions at 2 FLOPs per multiply-add (norms, activations, softmax and the
+optimizer are not counted). Per transformer block over n tokens of width d and MLP width h:
+linears 2n(4d^2 + 2dh) forward and twice that backward (input and weight gradients);
+attention 4n^2 d forward and 10n^2 d backward (torch's SDPA backward formula). The patch
+embedding's input needs no gradient, so its backward is one weight gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from everest.estimate.plans import TokenPlan
+from everest.models.vit import VideoViTSpec
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """FLOPs per clip. `decoder_*` is the pixel decoder (pretraining: encoder_to_decoder,
+    blocks, head) or the classification head (fine-tuning)."""
+
+    encoder_forward: int
+    encoder_backward: int
+    decoder_forward: int
+    decoder_backward: int
+
+    @property
+    def encoder(self) -> int:
+        return self.encoder_forward + self.encoder_backward
+
+    @property
+    def decoder(self) -> int:
+        return self.decoder_forward + self.decoder_backward
+
+    @property
+    def total(self) -> int:
+        return self.encoder + self.decoder
+
+    def scaled(self, clips: int) -> "StepFlops":
+        return StepFlops(**{k: v * clips for k, v in asdict(self).items()})
+
+
+def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
+    return 2 * tokens * fan_in * fan_out
+
+
+def stack_flops(tokens: int, width: int, depth: int, mlp_ratio: float) -> tuple[int, int]:
+    """(forward, backward) FLOPs of `depth` pre-norm blocks over `tokens` tokens."""
+    hidden = int(width * mlp_ratio)
+    linears = linear_flops(tokens, width, 3 * width) + linear_flops(tokens, width, width) \
+        + linear_flops(tokens, width, hidden) + linear_flops(tokens, hidden, width)
+    attention = 4 * tokens * tokens * width
+    return depth * (linears + attention), depth * (2 * linears + 10 * tokens * tokens * width)
+
+
+def _encoder_flops(spec: VideoViTSpec, tokens: int) -> tuple[int, int]:
+    embed = linear_flops(spec.num_patches, spec.patch_pixels, spec.embed_dim)
+    forward, backward = stack_flops(tokens, spec.embed_dim, spec.depth, spec.mlp_ratio)
+    return embed + forward, embed + backward
+
+
+def pretrain_flops(spec: VideoViTSpec, plan: TokenPlan) -> StepFlops:
+    """Per clip: encoder over plan.encoder tokens, decoder over plan.decoder, head on plan.targets."""
+    enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
+    dec_fwd, dec_bwd = stack_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth, spec.decoder_mlp_ratio)
+    ends = linear_flops(plan.encoder, spec.embed_dim, spec.decoder_embed_dim) \
+        + linear_flops(plan.targets, spec.decoder_embed_dim, spec.patch_pixels)
+    return StepFlops(enc_fwd, enc_bwd, dec_fwd + ends, dec_bwd + 2 * ends)
+
+
+def finetune_flops(spec: VideoViTSpec, plan: TokenPlan, num_outputs: int) -> StepFlops:
+    """Per clip: encoder over plan.encoder tokens, then the pooled linear head."""
+    enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
+    head = linear_flops(1, spec.embed_dim, num_outputs)
+    return StepFlops(enc_fwd, enc_bwd, head, 2 * head)
+
+
+def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# torch counts its CUDA attention kernels but not the CPU flash kernel SDPA uses on CPU.
+_CPU_ATTENTION = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+}
+
+
+def flop_counter() -> FlopCounterMode:
+    """A FlopCounterMode that also counts SDPA's CPU kernel (with torch's own SDPA formulas)."""
+    return FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs that FlopCounterMode counts while `fn()` runs (e.g. one forward + backward)."""
+    with flop_counter() as counter:
+        fn()
+    return counter.get_total_flops()

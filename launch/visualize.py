@@ -1,0 +1,180 @@
+"""Reconstruction pictures: what the model keeps, sees and rebuilds, clip by clip.
+
+    python launch/visualize.py --config configs/pretrain/default_cpu.yaml \
+        --checkpoint output/default/checkpoints --output_dir visualizations \
+        [--num_samples 5] [--frames_to_show 8] [--seed S] [--split train|val] [key=value ...]
+    python launch/visualize.py --config X.yaml [--checkpoint CKPT] --video a.mp4 [b.mp4 ...] --output_dir DIR
+
+One PNG per clip, `video_{i}_reconstruction_grid.png`, one column per shown frame, rows:
+original | masked (dropped tokens dark, encoder-visible tokens as input, targets tinted red) |
+reconstruction (targets predicted, visible as input) | motion-score heatmap. Token selection
+follows the config's model.mask_type (motion-centric, random or tube); the heatmap always shows
+the motion score. The checkpoint may be any format fine-tuning reads (a DeepSpeed run folder, an
+exported .pt, an official VideoMAE/EVEREST .pth, a Hugging Face folder). A checkpoint without a
+decoder, or no checkpoint at all, gives the picture without the reconstruction row; with no
+checkpoint the scores come from a freshly initialised patch embedding (a random projection of
+each tubelet, so its score follows the pixel change).
+
+--video draws real footage instead of the config's dataset: frames decoded with PyAV, the
+config's frame sampling (frames_to_sample, temporal_stride, frame_selection), resized and
+centre-cropped to model.input_size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from einops import rearrange  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from everest.config import Config, load_config  # noqa: E402
+from everest.engine.cli import exit_on_config_error  # noqa: E402
+from everest.models.weights import WeightsError  # noqa: E402
+
+DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML experiment config (default {DEFAULT_CONFIG})")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file or folder (any supported format)")
+    parser.add_argument("--output_dir", "--output-dir", default="visualizations")
+    parser.add_argument("--num_samples", "--num-samples", type=int, default=5, help="random dataset clips to draw")
+    parser.add_argument("--frames_to_show", "--frames-to-show", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=None, help="seed for clip choice and masks (default: random)")
+    parser.add_argument("--split", default="train", choices=["train", "val", "test"])
+    parser.add_argument("--video", nargs="+", default=None, help="video files to draw instead of the dataset")
+    parser.add_argument("--start_frame", "--start-frame", type=int, default=0, help="skip this many frames of --video")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.mask_type=tube")
+    return parser.parse_args(argv)
+
+
+def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
+    """(model in eval mode, whether it has a decoder to reconstruct with)."""
+    from everest.models import PretrainAutoencoder, load_encoder, load_pretrain_model, read_weights
+    from everest.tasks.pretrain import spec_from_config
+
+    if checkpoint is None:
+        torch.manual_seed(0)
+        return PretrainAutoencoder(spec_from_config(cfg)).eval(), False
+    geometry = dict(num_frames=cfg.training.num_frames, input_size=cfg.model.input_size)
+    if "encoder_to_decoder.weight" in read_weights(checkpoint).state_dict:
+        return load_pretrain_model(checkpoint, **geometry), True
+    return load_encoder(checkpoint, **geometry), False
+
+
+def resize_center_crop(clip: Tensor, size: int) -> Tensor:
+    """uint8 [F, H, W, 3] -> uint8 [F, size, size, 3]: short side to `size`, centre crop."""
+    frames = clip.permute(0, 3, 1, 2).float()
+    height, width = frames.shape[-2:]
+    scale = size / min(height, width)
+    target = (max(size, round(height * scale)), max(size, round(width * scale)))
+    frames = F.interpolate(frames, size=target, mode="bilinear", antialias=True, align_corners=False)
+    top, left = (target[0] - size) // 2, (target[1] - size) // 2
+    frames = frames[..., top:top + size, left:left + size]
+    return frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
+    """A model-sized uint8 clip [F, S, S, 3] from a video file, sampled as the config asks."""
+    import av
+
+    from everest.frames import candidate_window, select_frame_indices
+
+    t = cfg.training
+    span = (t.frames_to_sample - 1) * t.temporal_stride + 1
+    frames = []
+    with av.open(str(path)) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index >= start_frame:
+                frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == span:
+                break
+    if not frames:
+        raise ValueError(f"{path}: no video frames after frame {start_frame}")
+    clip = np.stack(frames)[candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)]
+    clip = clip[select_frame_indices(clip, t.num_frames, t.frame_selection)]
+    return resize_center_crop(torch.from_numpy(clip), cfg.model.input_size)
+
+
+def dataset_clips(cfg: Config, split: str, count: int, seed: int):
+    """(name, uint8 clip [F, S, S, 3]) for `count` random clips of the config's dataset."""
+    from everest.data import build_dataloader
+
+    dataset = build_dataloader(cfg, split).dataset
+    picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
+    for index in picks.tolist():
+        yield f"{split} clip {index}", torch.as_tensor(dataset[index]["video"])
+
+
+@torch.no_grad()
+def draw(model: nn.Module, reconstruct: bool, clip: Tensor, cfg: Config, generator: torch.Generator,
+         frames_to_show: int, device: torch.device) -> np.ndarray:
+    """The grid of one uint8 clip [F, S, S, 3] as a uint8 HxWx3 image."""
+    from everest import tokens
+    from everest.data import to_model_input
+    from everest.patches import denormalize_video
+    from everest.viz import reconstruction_grid, selection_grid
+
+    d, m, spec = cfg.data, cfg.model, model.spec
+    video = to_model_input(clip[None], d.normalize_mean, d.normalize_std, device, torch.float32)
+    video01 = denormalize_video(video, torch.tensor(d.normalize_mean), torch.tensor(d.normalize_std))[0]
+    embedded = model.embed(video)
+    selection = tokens.select_for_pretraining(
+        embedded, spec.grid, m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio, generator=generator)
+    scores = selection.scores
+    if scores is None:
+        scores = tokens.motion_scores(rearrange(embedded, "b (t l) d -> b t l d", t=spec.grid[0]))
+    visible, target, scores = selection.visible[0], selection.target[0], scores[0]
+    if not reconstruct:
+        return selection_grid(video01, visible, target, spec, scores, frames_to_show)
+    pred = model.forward_embedded(embedded, selection.visible, selection.target)[0]
+    return reconstruction_grid(video01, visible, target, pred, spec, m.normalize_target, scores, frames_to_show)
+
+
+@exit_on_config_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from PIL import Image
+
+    from everest.engine.trainer import resolve_path
+
+    cfg = load_config(resolve_path(args.config), args.overrides)
+    seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    try:
+        model, reconstruct = load_model(args.checkpoint, cfg)
+    except WeightsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model = model.to(device)
+    if not reconstruct:
+        why = "no checkpoint: a freshly initialised patch embedding scores the tokens" if args.checkpoint is None \
+            else f"{args.checkpoint} has no decoder"
+        print(f"{why}; drawing selection and scores without the reconstruction row")
+    if args.video:
+        clips = ((path, read_video(path, cfg, args.start_frame)) for path in args.video)
+    else:
+        clips = dataset_clips(cfg, args.split, args.num_samples, seed)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for i, (name, clip) in enumerate(clips):
+        image = draw(model, reconstruct, clip, cfg, generator, args.frames_to_show, device)
+        path = out_dir / f"video_{i}_reconstruction_grid.png"
+        Image.fromarray(image).save(path)
+        print(f"{path}: {name} ({cfg.model.mask_type} masking, seed {seed})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
