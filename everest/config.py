@@ -128,7 +128,10 @@ class AugmentationConfig:
     reprob: float = 0.0
     crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
     horizontal_flip: bool = True
-    short_side_size: int = 224
+    # Evaluation resizes the short side to this before cropping; null: model.input_size.
+    short_side_size: Optional[int] = None
+    # Training crop: VideoMAE pretraining's multi-scale crop, or fine-tuning's random resized crop.
+    train_crop: Literal["multi_scale", "random_resized"] = "multi_scale"
 
 
 @dataclass
