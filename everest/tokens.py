@@ -49,8 +49,13 @@ def kept_count(num_tokens: int, drop_ratio: float) -> int:
     return int((1 - drop_ratio) * num_tokens)
 
 
-def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> Tensor:
-    """Uniform draws made on the generator's device (so CPU and GPU runs agree), then moved."""
+def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None,
+             noise: Tensor | None = None) -> Tensor:
+    """Uniform draws made on the generator's device (so CPU and GPU runs agree), then moved.
+    Given `noise` (uniform keys [B, >= shape[1]], e.g. drawn per sample so that a clip's masks
+    do not depend on its batch), its leading columns are used instead."""
+    if noise is not None:
+        return noise[:, : shape[1]].to(device=device, dtype=torch.float32)
     where = generator.device if generator is not None else device
     return torch.rand(shape, generator=generator, device=where).to(device)
 
@@ -63,7 +68,8 @@ def motion_scores(emb: Tensor) -> Tensor:
 
 
 def motion_centric(
-    scores: Tensor, rho: float, mask_ratio: float, generator: torch.Generator | None = None
+    scores: Tensor, rho: float, mask_ratio: float, generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Selection:
     """EVEREST pretraining selection from scores [B, N]: top int((1-rho)*N) kept, a random
     int((1-mask_ratio)*N) of them visible, the rest targets."""
@@ -74,8 +80,8 @@ def motion_centric(
             f"rho={rho} keeps {kept} of {num_tokens} tokens and mask_ratio={mask_ratio} shows "
             f"{visible}: need 1 <= visible < kept"
         )
-    noise = _uniform(tuple(scores.shape), scores.device, generator)
-    visible_idx, target_idx = kernels.topk_select(scores, kept, visible, noise)
+    keys = _uniform(tuple(scores.shape), scores.device, generator, noise)
+    visible_idx, target_idx = kernels.topk_select(scores, kept, visible, keys)
     return Selection(visible_idx, target_idx, scores)
 
 
@@ -90,28 +96,28 @@ def mcm(scores: Tensor, mcm_ratio: float) -> Selection:
 
 def random_masking(
     batch: int, num_tokens: int, mask_ratio: float, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", noise: Tensor | None = None,
 ) -> Selection:
     """VideoMAE random masking: int(mask_ratio * N) tokens of each clip masked (the targets)."""
     visible = num_tokens - int(mask_ratio * num_tokens)
     if not 1 <= visible < num_tokens:
         raise ValueError(f"mask_ratio={mask_ratio} masks {num_tokens - visible} of {num_tokens} tokens")
-    noise = _uniform((batch, num_tokens), torch.device(device), generator)
-    flat = torch.zeros_like(noise)
-    visible_idx, target_idx = kernels.topk_select(flat, num_tokens, visible, noise)
+    keys = _uniform((batch, num_tokens), torch.device(device), generator, noise)
+    flat = torch.zeros_like(keys)
+    visible_idx, target_idx = kernels.topk_select(flat, num_tokens, visible, keys)
     return Selection(visible_idx, target_idx)
 
 
 def tube_masking(
     batch: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", noise: Tensor | None = None,
 ) -> Selection:
     """VideoMAE tube masking: per clip one spatial mask of int(mask_ratio * L) positions,
     repeated over all T slots; the masked tokens are the targets."""
     slots, rows, cols = grid
     positions = rows * cols
     device = torch.device(device)
-    spatial = random_masking(batch, positions, mask_ratio, generator, device)
+    spatial = random_masking(batch, positions, mask_ratio, generator, device, noise)
     offsets = torch.arange(slots, device=device)[:, None] * positions
 
     def repeat_over_slots(index: Tensor) -> Tensor:
@@ -129,17 +135,18 @@ def _slot_view(tokens: Tensor, grid: Grid) -> Tensor:
 
 def select_for_pretraining(
     tokens: Tensor, grid: Grid, mask_type: str, mask_ratio: float, rho: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, noise: Tensor | None = None,
 ) -> Selection:
     """Selection for one pretraining step from the (detached) patch tokens [B, N, D].
-    mask_type: 'motion-centric' | 'random' | 'tube'."""
+    mask_type: 'motion-centric' | 'random' | 'tube'. `noise` [B, N] uniform keys replace the
+    generator's draws (the training loop keys them per sample)."""
     if mask_type == "motion-centric":
-        return motion_centric(motion_scores(_slot_view(tokens, grid)), rho, mask_ratio, generator)
+        return motion_centric(motion_scores(_slot_view(tokens, grid)), rho, mask_ratio, generator, noise)
     if mask_type == "random":
-        return random_masking(tokens.shape[0], tokens.shape[1], mask_ratio, generator, tokens.device)
+        return random_masking(tokens.shape[0], tokens.shape[1], mask_ratio, generator, tokens.device, noise)
     if mask_type == "tube":
         _slot_view(tokens, grid)
-        return tube_masking(tokens.shape[0], grid, mask_ratio, generator, tokens.device)
+        return tube_masking(tokens.shape[0], grid, mask_ratio, generator, tokens.device, noise)
     raise ValueError(f"unknown mask_type {mask_type!r}; choose 'motion-centric', 'random' or 'tube'")
 
 
