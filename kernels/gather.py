@@ -95,21 +95,33 @@ def scatter_triton(src: Tensor, index: Tensor, out: Tensor) -> Tensor:
     return out
 
 
-def _rows(index: Tensor) -> Tensor:
-    return torch.arange(index.shape[0], device=index.device)[:, None]
+def _token_major(tokens: Tensor) -> bool:
+    """Whether the token axis of [B, N, D] is the contiguous one (the patch embedding's layout)."""
+    return tokens.stride(1) == 1 and tokens.shape[2] > 1
+
+
+def _expand(index: Tensor, width: int) -> Tensor:
+    return index[:, None, :].expand(-1, width, -1)
 
 
 def gather_torch(tokens: Tensor, index: Tensor, pos: Tensor | None) -> Tensor:
-    """Torch twin of `gather_triton`."""
-    out = tokens[_rows(index), index]
+    """Torch twin of `gather_triton`; gathers along whichever of N or D is contiguous."""
+    if _token_major(tokens):
+        out = tokens.transpose(1, 2).gather(2, _expand(index, tokens.shape[2])).transpose(1, 2)
+    else:
+        out = tokens[torch.arange(index.shape[0], device=index.device)[:, None], index]
     if pos is None:
         return out
-    return (out.float() + pos[index].float()).to(tokens.dtype)
+    return pos[index].float().add_(out).to(tokens.dtype)
 
 
 def scatter_torch(src: Tensor, index: Tensor, out: Tensor) -> Tensor:
     """Torch twin of `scatter_triton` (writes into `out` in place)."""
-    return out.index_put_((_rows(index), index), src)
+    if _token_major(out):
+        out.transpose(1, 2).scatter_(2, _expand(index, out.shape[2]), src.transpose(1, 2))
+    else:
+        out.scatter_(1, index[..., None].expand(-1, -1, out.shape[2]), src)
+    return out
 
 
 def _pos_grad(grad: Tensor, index: Tensor, pos: Tensor) -> Tensor:

@@ -59,14 +59,18 @@ def motion_score_triton(emb: Tensor) -> Tensor:
     return out
 
 
-def motion_score_torch(emb: Tensor) -> Tensor:
-    """Torch twin of `motion_score_triton`: one slot pair at a time, so no temporary holds more
-    than one slot ([B, L, D]) of the clip."""
-    batch, slots, positions, _ = emb.shape
+def motion_score_torch(emb: Tensor, chunk: int = 64) -> Tensor:
+    """Torch twin of `motion_score_triton`. It sums squared differences over `chunk`-wide slices
+    of D, so no temporary exceeds [B, T-1, L, chunk], and whichever axis of the embeddings is
+    contiguous stays the fast axis of every op."""
+    batch, slots, positions, width = emb.shape
     out = torch.zeros(batch, slots, positions, dtype=torch.float32, device=emb.device)
-    for t in range(1, slots):
-        diff = emb[:, t].float() - emb[:, t - 1].float()
-        out[:, t] = torch.linalg.vector_norm(diff, dim=-1)
-    if slots > 1:
-        out[:, 0] = out[:, 1]
+    if slots < 2:
+        return out.view(batch, slots * positions)
+    squares = out[:, 1:]
+    for start in range(0, width, chunk):
+        part = emb[..., start: start + chunk].float()
+        squares += (part[:, 1:] - part[:, :-1]).square_().sum(-1)
+    squares.sqrt_()
+    out[:, 0] = out[:, 1]
     return out.view(batch, slots * positions)
