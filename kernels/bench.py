@@ -4,10 +4,12 @@
         --batch 8 --frames 16 --size 224 --dim 768 --dtype bf16 [--json FILE]
     python -m kernels.bench step      # selection's share of a CPU ViT-S pretraining step
 
-On CUDA every op is timed with triton.testing.do_bench (median) after the device's copy
-bandwidth is measured, and the kernels are checked against their twins first. On CPU the torch
-twins and the reference path are timed, and the Triton kernels run once through the interpreter
-(in a child process with TRITON_INTERPRET=1) for correctness only: GPU figures need a GPU.
+On CUDA every op is timed with triton.testing.do_bench (median, launch overhead included) after
+the device's copy bandwidth is measured, and the kernels are checked against their twins first;
+"graph ms" replays the kernels and twins as a CUDA graph: GPU time alone (the reference path's
+boolean indexing waits on the host and cannot be captured). On CPU the torch twins and the
+reference path are timed, and the Triton kernels run once through the interpreter (in a child
+process with TRITON_INTERPRET=1) for correctness only: GPU figures need a GPU.
 
 "reference" is the published EVEREST code path: detach + clone, torch.norm over the slot
 differences, argsort of the scores, argsort of the shuffle noise, argsort to restore the order,
@@ -78,6 +80,7 @@ class Row:
     pct_of_copy: float
     vs_twin: float | None = None
     vs_reference: float | None = None
+    graph_ms: float | None = None  # CUDA only: replayed as a CUDA graph, launch overhead excluded
 
 
 # -------------------------------------------------------------------- the published code path
@@ -125,6 +128,11 @@ def median_ms(fns: dict[str, Callable[[], object]], cuda: bool, repeats: int) ->
             fn()
             times[name].append((time.perf_counter() - start) * 1e3)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def graph_ms(fn: Callable[[], object]) -> float:
+    """Median milliseconds of `fn` replayed as a CUDA graph (no launch overhead)."""
+    return float(triton.testing.do_bench_cudagraph(fn, return_mode="median"))
 
 
 def copy_gbps(device: torch.device, nbytes: int, cuda: bool, repeats: int) -> float:
@@ -212,12 +220,14 @@ def implementations(op: str, shape: Shape, x: Inputs) -> dict[str, Callable[[], 
 
 def bench_op(op: str, shape: Shape, x: Inputs, ceiling: float, cuda: bool, repeats: int) -> list[Row]:
     nbytes = op_bytes(op, shape)
-    times = median_ms(implementations(op, shape, x), cuda, repeats)
+    fns = implementations(op, shape, x)
+    times = median_ms(fns, cuda, repeats)
     rows = []
     for impl, ms in times.items():
         gbps = nbytes / ms / 1e6
-        rows.append(Row(op, impl, ms, gbps, 100 * gbps / ceiling,
-                        times["torch twin"] / ms, times["reference"] / ms))
+        graph = graph_ms(fns[impl]) if cuda and impl != "reference" else None
+        rows.append(Row(op, impl, ms, gbps, 100 * gbps / ceiling, times["torch twin"] / ms,
+                        times["reference"] / ms, graph))
     return rows
 
 
@@ -296,11 +306,16 @@ def table(rows: list[Row]) -> str:
     def ratio(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
-    lines = ["| op | impl | median ms | GB/s | % of copy | vs twin | vs reference |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    graphs = any(r.graph_ms is not None for r in rows)
+    lines = ["| op | impl | median ms | GB/s | % of copy | vs twin | vs reference |"
+             + (" graph ms |" if graphs else ""),
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if graphs else "")]
     for r in rows:
-        lines.append(f"| {r.op} | {r.impl} | {r.median_ms:.4f} | {r.gbps:.1f} | {r.pct_of_copy:.1f} "
-                     f"| {ratio(r.vs_twin)} | {ratio(r.vs_reference)} |")
+        line = (f"| {r.op} | {r.impl} | {r.median_ms:.4f} | {r.gbps:.1f} | {r.pct_of_copy:.1f} "
+                f"| {ratio(r.vs_twin)} | {ratio(r.vs_reference)} |")
+        if graphs:
+            line += " - |" if r.graph_ms is None else f" {r.graph_ms:.4f} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
