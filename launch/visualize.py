@@ -3,7 +3,7 @@
     python launch/visualize.py --config configs/pretrain/default_cpu.yaml \
         --checkpoint output/default/checkpoints --output_dir visualizations \
         [--num_samples 5] [--frames_to_show 8] [--seed S] [--split train|val] [key=value ...]
-    python launch/visualize.py --config X.yaml [--checkpoint CKPT] --video a.mp4 [b.mp4 ...] --output_dir DIR
+    python launch/visualize.py --config X.yaml [--checkpoint CKPT] --video a.mp4 [--video b.mp4 ...] --output_dir DIR
 
 One PNG per clip, `video_{i}_reconstruction_grid.png`, one column per shown frame, rows:
 original | masked (dropped tokens dark, encoder-visible tokens as input, targets tinted red) |
@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from einops import rearrange  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--frames_to_show", "--frames-to-show", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None, help="seed for clip choice and masks (default: random)")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
-    parser.add_argument("--video", nargs="+", default=None, help="video files to draw instead of the dataset")
+    parser.add_argument("--video", action="append", default=None, metavar="FILE",
+                        help="a video file to draw instead of the dataset (repeatable)")
     parser.add_argument("--start_frame", "--start-frame", type=int, default=0, help="skip this many frames of --video")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.mask_type=tube")
@@ -71,45 +72,29 @@ def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
     return load_encoder(checkpoint, **geometry), False
 
 
-def resize_center_crop(clip: Tensor, size: int) -> Tensor:
-    """uint8 [F, H, W, 3] -> uint8 [F, size, size, 3]: short side to `size`, centre crop."""
-    frames = clip.permute(0, 3, 1, 2).float()
-    height, width = frames.shape[-2:]
-    scale = size / min(height, width)
-    target = (max(size, round(height * scale)), max(size, round(width * scale)))
-    frames = F.interpolate(frames, size=target, mode="bilinear", antialias=True, align_corners=False)
-    top, left = (target[0] - size) // 2, (target[1] - size) // 2
-    frames = frames[..., top:top + size, left:left + size]
-    return frames.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
 def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
-    """A model-sized uint8 clip [F, S, S, 3] from a video file, sampled as the config asks."""
-    import av
-
+    """A model-sized uint8 clip [F, S, S, 3] from a video file, sampled as the config asks
+    (evaluation-style: short side resized, centre crop)."""
+    from everest.data.codec import iter_source_frames
+    from everest.data.transforms import resize_short_side, spatial_crop_boxes
     from everest.frames import candidate_window, select_frame_indices
 
-    t = cfg.training
+    t, size = cfg.training, cfg.model.input_size
     span = (t.frames_to_sample - 1) * t.temporal_stride + 1
-    frames = []
-    with av.open(str(path)) as container:
-        for index, frame in enumerate(container.decode(video=0)):
-            if index >= start_frame:
-                frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == span:
-                break
+    frames = list(islice(iter_source_frames(path), start_frame, start_frame + span))
     if not frames:
         raise ValueError(f"{path}: no video frames after frame {start_frame}")
     clip = np.stack(frames)[candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)]
-    clip = clip[select_frame_indices(clip, t.num_frames, t.frame_selection)]
-    return resize_center_crop(torch.from_numpy(clip), cfg.model.input_size)
+    clip = resize_short_side(torch.from_numpy(clip[select_frame_indices(clip, t.num_frames, t.frame_selection)]), size)
+    (top, left, height, width), = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, 1)
+    return clip[:, top:top + height, left:left + width].contiguous()
 
 
 def dataset_clips(cfg: Config, split: str, count: int, seed: int):
     """(name, uint8 clip [F, S, S, 3]) for `count` random clips of the config's dataset."""
     from everest.data import build_dataloader
 
-    dataset = build_dataloader(cfg, split).dataset
+    dataset = build_dataloader(cfg, split, shuffle=False, multiview=False).dataset
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     for index in picks.tolist():
         yield f"{split} clip {index}", torch.as_tensor(dataset[index]["video"])

@@ -3,13 +3,14 @@
 - FLOPs: `torch.utils.flop_counter` over one whole step (the first warm-up step).
 - Wall time: median over `repeats` steps after warm-up, strategies interleaved (A B C A B C
   ...) so that machine noise hits them alike; CUDA is synchronised around each step.
-- Peak memory, on CUDA: `torch.cuda.max_memory_allocated` during one step (everything
-  allocated: weights, optimizer states, gradients, activations). On CPU: the process's peak
-  resident set size during one step (VmHWM, reset before the step through
-  /proc/self/clear_refs), with glibc told to map every buffer of 64 KiB or more on its own so
-  that freed tensors leave the resident set. It counts the Python process too.
-  `step_mem_bytes` is the peak minus what was held just before the step (activations,
-  gradients and temporaries: what the strategy itself costs).
+- Memory of one step per strategy, on CUDA from the caching allocator's counters
+  (`memory_allocated`, `max_memory_allocated`: weights, optimizer states, gradients,
+  activations); on CPU from the process's resident set (VmRSS, and VmHWM reset before the step
+  through /proc/self/clear_refs), with glibc told to map every buffer of 64 KiB or more on its
+  own so that freed tensors leave the resident set (the CPU peak counts the Python process too).
+  `peak_mem_bytes` is the peak during the step, `step_mem_bytes` the peak minus what was held
+  just before it (gradients, activations, temporaries) and `activation_bytes` what the forward
+  left held for the backward.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from everest.bench.workloads import Bench, StepTokens, train_step
+from everest.bench.workloads import Bench, StepTokens, Workload, train_step
 from everest.estimate.flops import flop_counter
 
 _M_MMAP_THRESHOLD = -3
@@ -39,6 +40,7 @@ class StrategyResult:
     wall_s: float  # median
     peak_mem_bytes: int | None
     step_mem_bytes: int | None
+    activation_bytes: int | None
     encoder_tokens: int  # whole batch
     decoder_tokens: int
     wall_s_all: list[float] = field(default_factory=list)
@@ -60,36 +62,72 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def _proc_status_bytes(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{key} not in /proc/self/status")
+class CudaMeter:
+    """Bytes held by the CUDA caching allocator's tensors."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> None:
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def current(self) -> int:
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.memory_allocated(self.device)
+
+    def peak(self) -> int:
+        torch.cuda.synchronize(self.device)
+        return torch.cuda.max_memory_allocated(self.device)
 
 
-def cpu_peak_memory(fn: Callable[[], object]) -> tuple[int, int] | None:
-    """(peak RSS during fn, RSS before fn) in bytes, or None where Linux's counters are missing."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, _OWN_MAPPING_BYTES)
+class RssMeter:
+    """The process's resident set on Linux; raises OSError where its counters are missing."""
+
+    def __init__(self):
+        self.libc = ctypes.CDLL("libc.so.6")
+        self.libc.mallopt(_M_MMAP_THRESHOLD, _OWN_MAPPING_BYTES)
+        self.start()
+
+    @staticmethod
+    def _status(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+        raise OSError(f"{key} not in /proc/self/status")
+
+    def start(self) -> None:
         gc.collect()
-        libc.malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        before = _proc_status_bytes("VmRSS")
+        self.libc.malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+    def current(self) -> int:
+        return self._status("VmRSS")
+
+    def peak(self) -> int:
+        return self._status("VmHWM")
+
+
+def memory_step(bench: Bench, workload: Workload, meter: CudaMeter | RssMeter) -> tuple[int, int, int]:
+    """One training step -> (peak bytes, peak above the start, bytes the forward left held)."""
+    meter.start()
+    before = meter.current()
+    loss, _ = workload.forward()
+    held = meter.current() - before
+    loss.backward()
+    bench.optimizer.step()
+    bench.optimizer.zero_grad(set_to_none=True)
+    peak = meter.peak()
+    return peak, peak - before, held
+
+
+def _meter(device: torch.device) -> CudaMeter | RssMeter | None:
+    if device.type == "cuda":
+        return CudaMeter(device)
+    try:
+        return RssMeter()
     except OSError:
         return None
-    fn()
-    return _proc_status_bytes("VmHWM"), before
-
-
-def cuda_peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[int, int]:
-    """(max allocated during fn, allocated before fn) in bytes."""
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device), before
 
 
 def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print) -> dict[str, StrategyResult]:
@@ -108,16 +146,13 @@ def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str]
         for w in bench.workloads:
             walls[w.name].append(timed(lambda: train_step(bench, w), bench.device))
         log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in walls.items()))
+    meter = _meter(bench.device)
     results = {}
     for w in bench.workloads:
-        if bench.device.type == "cuda":
-            mem = cuda_peak_memory(lambda: train_step(bench, w), bench.device)
-        else:
-            mem = cpu_peak_memory(lambda: train_step(bench, w))
+        peak, step, held = memory_step(bench, w, meter) if meter else (None, None, None)
         results[w.name] = StrategyResult(
             label=w.label, flops=flops[w.name], model_flops=w.model_flops.total,
-            wall_s=statistics.median(walls[w.name]),
-            peak_mem_bytes=mem[0] if mem else None, step_mem_bytes=mem[0] - mem[1] if mem else None,
-            encoder_tokens=counts[w.name].encoder, decoder_tokens=counts[w.name].decoder,
+            wall_s=statistics.median(walls[w.name]), peak_mem_bytes=peak, step_mem_bytes=step,
+            activation_bytes=held, encoder_tokens=counts[w.name].encoder, decoder_tokens=counts[w.name].decoder,
             wall_s_all=walls[w.name])
     return results

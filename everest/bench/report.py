@@ -45,21 +45,24 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         f"{describe_device(bench.device)}, torch {torch.__version__}, {str(bench.dtype).removeprefix('torch.')}; "
         f"wall time: median of {repeats} interleaved steps after warm-up (forward, backward, AdamW step); "
         f"FLOPs: torch.utils.flop_counter over one step; {memory_note(bench.device)}; "
-        "step memory: peak minus what was held before the step.",
+        "step memory: peak minus what was held before the step; activations: what the forward left held.",
         "",
-        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | wall s | peak mem GiB | step mem GiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | wall s | peak mem GiB "
+        "| step mem GiB | activations GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results.values():
         lines.append(f"| {r.label} | {r.encoder_tokens} | {r.decoder_tokens} | {r.flops / 1e9:.1f} | "
-                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | {_gib(r.step_mem_bytes)} |")
+                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | {_gib(r.step_mem_bytes)} | "
+                     f"{_gib(r.activation_bytes)} |")
     for name, r in results.items():
         if name == bench.baseline:
             continue
         lines.append(f"| {r.label} / {base.label} | {_ratio(r.encoder_tokens, base.encoder_tokens)} | "
                      f"{_ratio(r.decoder_tokens, base.decoder_tokens)} | {_ratio(r.flops, base.flops)} | "
                      f"{_ratio(r.model_flops, base.model_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
-                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | {_ratio(r.step_mem_bytes, base.step_mem_bytes)} |")
+                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | {_ratio(r.step_mem_bytes, base.step_mem_bytes)} | "
+                     f"{_ratio(r.activation_bytes, base.activation_bytes)} |")
     lines.append("")
     for name, r in results.items():
         if name == bench.baseline:
@@ -75,7 +78,7 @@ def write_json(results: dict[str, StrategyResult], path: str | Path) -> None:
 
 
 def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> None:
-    """Bars per strategy: counted TFLOPs, median wall time and step memory."""
+    """Bars per strategy: counted TFLOPs, median wall time and activation memory."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +87,7 @@ def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> 
     labels = [r.label for r in results.values()]
     panels = [("TFLOPs per step", [r.flops / 1e12 for r in results.values()]),
               ("wall time per step, s", [r.wall_s for r in results.values()]),
-              ("step memory, GiB", [(r.step_mem_bytes or 0) / GIB for r in results.values()])]
+              ("activations, GiB", [(r.activation_bytes or 0) / GIB for r in results.values()])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     colors = ["tab:green", "tab:blue", "tab:gray"][: len(labels)]
     for ax, (title, values) in zip(axes, panels):

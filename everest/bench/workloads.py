@@ -140,5 +140,6 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
         baseline = "none"
     else:
         raise ValueError(f"unknown task {task!r}; choose 'pretrain' or 'finetune'")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    # fused: one kernel per step without parameter-sized temporaries, like DeepSpeed's FusedAdam
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     return Bench(task, spec, batch, device, dtype, model, optimizer, workloads, baseline)
