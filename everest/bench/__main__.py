@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mask-ratio", type=float, default=0.9, help="pretraining mask ratio")
     parser.add_argument("--mcm-ratio", type=float, default=0.4, help="fine-tuning MCM ratio")
     parser.add_argument("--num-classes", type=int, default=400)
+    parser.add_argument("--strategies", default=None,
+                        help="comma-separated subset to run, baseline included (default: all), "
+                             "e.g. everest,videomae when no masking does not fit")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                         help="model dtype (auto: bf16 on CUDA, fp32 on CPU)")
@@ -69,8 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     dtype = DTYPES[args.dtype] if args.dtype != "auto" else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     spec = spec_for(args.backbone, num_frames=args.frames, input_size=args.size, patch_size=args.patch,
                     attention_backend="sdpa", **_spec_overrides(args.spec))
-    bench = build_bench(args.task, spec, args.batch, device, dtype, args.seed, args.rho, args.mask_ratio,
-                        args.mcm_ratio, args.num_classes)
+    try:
+        bench = build_bench(args.task, spec, args.batch, device, dtype, args.seed, args.rho, args.mask_ratio,
+                            args.mcm_ratio, args.num_classes,
+                            args.strategies.split(",") if args.strategies else None)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     results = measure(bench, args.repeats, args.warmup, log=lambda line: print(line, file=sys.stderr))
     print(markdown(bench, results, args.repeats, args.backbone))
     if args.json:

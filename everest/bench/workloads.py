@@ -5,7 +5,7 @@ forward per strategy built from the same calls the training tasks make (patch em
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +113,9 @@ def _inputs(spec: VideoViTSpec, batch: int, device: torch.device, dtype: torch.d
 
 def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device, dtype: torch.dtype,
                 seed: int = 0, rho: float = 0.7, mask_ratio: float = 0.9, mcm_ratio: float = 0.4,
-                num_classes: int = 400) -> Bench:
-    """Model, AdamW, one random batch and the strategies' steps for `task`."""
+                num_classes: int = 400, strategies: Sequence[str] | None = None) -> Bench:
+    """Model, AdamW, one random batch and the strategies' steps for `task` (all strategies, or
+    the listed ones, which must include the baseline)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     video01, video = _inputs(spec, batch, device, dtype, generator)
@@ -140,6 +141,12 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
         baseline = "none"
     else:
         raise ValueError(f"unknown task {task!r}; choose 'pretrain' or 'finetune'")
+    if strategies is not None:
+        unknown = set(strategies) - {w.name for w in workloads}
+        if unknown or baseline not in strategies:
+            raise ValueError(f"strategies {list(strategies)}: choose from {[w.name for w in workloads]}, "
+                             f"including the baseline {baseline!r}")
+        workloads = [w for w in workloads if w.name in strategies]
     # fused: one kernel per step without parameter-sized temporaries, like DeepSpeed's FusedAdam
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     return Bench(task, spec, batch, device, dtype, model, optimizer, workloads, baseline)
