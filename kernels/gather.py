@@ -17,6 +17,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.threads import calling_thread_only
+
 BLOCK_K = 32
 BLOCK_D = 64
 
@@ -104,6 +106,7 @@ def _expand(index: Tensor, width: int) -> Tensor:
     return index[:, None, :].expand(-1, width, -1)
 
 
+@calling_thread_only()
 def gather_torch(tokens: Tensor, index: Tensor, pos: Tensor | None) -> Tensor:
     """Torch twin of `gather_triton`; gathers along whichever of N or D is contiguous."""
     if _token_major(tokens):
@@ -115,6 +118,7 @@ def gather_torch(tokens: Tensor, index: Tensor, pos: Tensor | None) -> Tensor:
     return pos[index].float().add_(out).to(tokens.dtype)
 
 
+@calling_thread_only()
 def scatter_torch(src: Tensor, index: Tensor, out: Tensor) -> Tensor:
     """Torch twin of `scatter_triton` (writes into `out` in place)."""
     if _token_major(out):

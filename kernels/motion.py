@@ -12,6 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.threads import calling_thread_only
+
 
 def _blocks(stride_d: int) -> tuple[int, int, int]:
     """(BLOCK_L, BLOCK_D, num_warps), the fastest of a sweep on an H100 for each layout."""
@@ -63,18 +65,33 @@ def motion_score_triton(emb: Tensor) -> Tensor:
     return out
 
 
+def _scratch_like(view: Tensor, dtype: torch.dtype) -> Tensor:
+    """A dense buffer shaped like `view` whose axes are ordered in memory as `view`'s are."""
+    order = sorted(range(view.dim()), key=lambda axis: -view.stride(axis))
+    buffer = view.new_empty([view.shape[axis] for axis in order], dtype=dtype)
+    return buffer.permute([order.index(axis) for axis in range(view.dim())])
+
+
+@calling_thread_only()
 def motion_score_torch(emb: Tensor, chunk: int = 64) -> Tensor:
-    """Torch twin of `motion_score_triton`. It sums squared differences over `chunk`-wide slices
-    of D, so no temporary exceeds [B, T-1, L, chunk], and whichever axis of the embeddings is
-    contiguous stays the fast axis of every op."""
+    """Torch twin of `motion_score_triton`. It sums squared float32 differences over `chunk`-wide
+    slices of D through two reused buffers of at most [B, T, L, chunk], so whichever axis of the
+    embeddings is contiguous stays the fast axis and fresh memory stays small."""
     batch, slots, positions, width = emb.shape
     out = torch.zeros(batch, slots, positions, dtype=torch.float32, device=emb.device)
     if slots < 2:
         return out.view(batch, slots * positions)
+    first = emb[..., :chunk]
+    upcast = _scratch_like(first, torch.float32) if emb.dtype != torch.float32 else None
+    diff = _scratch_like(first[:, 1:], torch.float32)
     squares = out[:, 1:]
     for start in range(0, width, chunk):
-        part = emb[..., start: start + chunk].float()
-        squares += (part[:, 1:] - part[:, :-1]).square_().sum(-1)
+        part = emb[..., start: start + chunk]
+        used = part.shape[-1]
+        if upcast is not None:
+            part = upcast[..., :used].copy_(part)
+        step = torch.sub(part[:, 1:], part[:, :-1], out=diff[..., :used])
+        squares += step.square_().sum(-1)
     squares.sqrt_()
     out[:, 0] = out[:, 1]
     return out.view(batch, slots * positions)

@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from kernels.threads import calling_thread_only
+
 MAX_TOKENS = 32768  # one row per program, held in registers
 
 
@@ -115,6 +117,7 @@ def _unique_key(values: Tensor, index: Tensor, descending: bool) -> Tensor:
     return key * 2**32 + index
 
 
+@calling_thread_only()
 def topk_select_torch(
     scores: Tensor, num_kept: int, num_visible: int, noise: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None]:
