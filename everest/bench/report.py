@@ -14,10 +14,20 @@ from everest.bench.workloads import Bench
 GIB = 2**30
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"CPU {_cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def _gib(value: int | None) -> str:
@@ -93,6 +103,7 @@ def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> 
     for ax, (title, values) in zip(axes, panels):
         bars = ax.bar(range(len(values)), values, color=colors)
         ax.bar_label(bars, fmt="%.3g")
+        ax.margins(y=0.15)
         ax.set_title(title)
         ax.set_xticks(range(len(values)), labels, rotation=20, ha="right", fontsize=8)
     fig.suptitle(f"{bench.task} step, batch {bench.batch}, {describe_device(bench.device)}")
