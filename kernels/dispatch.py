@@ -5,8 +5,8 @@
   defined under `TRITON_INTERPRET=1` (Triton's interpreter; what the tests do).
 - `torch`: always the torch twin (also on CUDA).
 
-The choice comes from `set_backend(...)` (e.g. with `features.kernel_backend`) when called with
-a name, else from the environment variable `EVEREST_KERNELS`.
+`set_backend('triton' | 'torch')` (the engine passes `features.kernel_backend`) forces a choice;
+otherwise the environment variable `EVEREST_KERNELS` may, else 'auto' holds.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _chosen: str | None = None
 
 
 def set_backend(name: str | None) -> None:
-    """Force 'auto' | 'triton' | 'torch' for this process; None defers to EVEREST_KERNELS."""
+    """Force 'triton' or 'torch' for this process; 'auto' or None defer to EVEREST_KERNELS."""
     global _chosen
     if name is not None and name not in BACKENDS:
         raise ValueError(f"unknown kernel backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -33,8 +33,8 @@ def set_backend(name: str | None) -> None:
 
 
 def backend() -> str:
-    """The backend in force: set_backend's choice, else EVEREST_KERNELS, else 'auto'."""
-    name = _chosen or os.environ.get("EVEREST_KERNELS", "auto")
+    """The backend in force: set_backend's forced choice, else EVEREST_KERNELS, else 'auto'."""
+    name = _chosen if _chosen in ("triton", "torch") else os.environ.get("EVEREST_KERNELS", "auto")
     if name not in BACKENDS:
         raise ValueError(f"EVEREST_KERNELS={name!r} is not one of {', '.join(BACKENDS)}")
     return name

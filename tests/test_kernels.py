@@ -64,7 +64,8 @@ class TestDispatch:
         cpu = torch.zeros(1)
         assert dispatch.backend() == "auto" and not dispatch.uses_triton(cpu)
         monkeypatch.setenv("EVEREST_KERNELS", "triton")
-        assert dispatch.uses_triton(cpu)
+        backend("auto")
+        assert dispatch.backend() == "triton" and dispatch.uses_triton(cpu)
         backend("torch")
         assert dispatch.backend() == "torch" and not dispatch.uses_triton(cpu)
         with pytest.raises(ValueError):

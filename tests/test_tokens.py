@@ -168,3 +168,14 @@ def test_impossible_ratios_are_refused():
         sel.select_for_pretraining(torch.zeros(1, 10, 2), (2, 1, 5), "blocks", 0.9, 0.7)
     with pytest.raises(ValueError):
         sel.select_for_finetuning(torch.zeros(1, 10, 2), (3, 1, 5), 0.4)
+
+
+def test_given_noise_keys_replace_the_generator():
+    tokens = torch.randn(2, 4 * 9, 8)
+    keys = torch.rand(2, 36, generator=torch.Generator().manual_seed(9))
+    for mask_type in ("motion-centric", "random", "tube"):
+        drawn = sel.select_for_pretraining(tokens, (4, 3, 3), mask_type, 0.75, 0.5, torch.Generator().manual_seed(9))
+        given = sel.select_for_pretraining(tokens, (4, 3, 3), mask_type, 0.75, 0.5, noise=keys)
+        if mask_type != "tube":  # tube draws [B, L] from the generator but reads the first L keys
+            assert torch.equal(drawn.visible, given.visible) and torch.equal(drawn.target, given.target)
+        check_groups(given, 36)
