@@ -64,12 +64,34 @@ class InterleavedLoader:
             yield {"video": self.clips[index], "index": index}
 
 
+def _kill_after_save(nth: int) -> None:
+    """Simulate a crash mid-save: the shards are on disk, 'latest' and the index not yet."""
+    import os
+    import signal
+
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    original = DeepSpeedEngine.save_checkpoint
+    calls = []
+
+    def save_then_die(self, *a, **kw):
+        result = original(self, *a, **kw)
+        calls.append(1)
+        if len(calls) == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    DeepSpeedEngine.save_checkpoint = save_then_die
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--ds", default="ds_configs/zero0.json")
     parser.add_argument("--resume", default=None)
     parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--kill-at-save", type=int, default=0,
+                        help="SIGKILL this process right after DeepSpeed writes its N-th checkpoint")
     parser.add_argument("--local_rank", type=int, default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -78,6 +100,8 @@ def main() -> int:
     from everest.engine.trainer import fit
     from everest.tasks.pretrain import PretrainTask
 
+    if args.kill_at_save:
+        _kill_after_save(args.kill_at_save)
     info = distributed.init_distributed("cpu")
     torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank and world size
     task = PretrainTask(cfg)
