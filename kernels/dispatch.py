@@ -71,7 +71,8 @@ def topk_select(
 ) -> tuple[Tensor, Tensor | None]:
     """Keep the top `num_kept` of scores [B, N] (ties to the lower index); split them into the
     `num_visible` with the smallest noise and the rest. -> (visible, targets or None), int64,
-    ascending. See kernels.topk for the exact rule."""
+    ascending. See kernels.topk for the exact rule; rows longer than kernels.topk.MAX_TOKENS
+    take the torch twin."""
     if uses_triton(scores) and scores.shape[1] <= _topk.MAX_TOKENS:
         return _topk.topk_select_triton(scores, num_kept, num_visible, noise)
     return _topk.topk_select_torch(scores, num_kept, num_visible, noise)
