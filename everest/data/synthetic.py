@@ -1,0 +1,173 @@
+"""The built-in data: short videos of one textured shape moving over a textured, static
+background, labelled by their motion.
+
+Classes (4) cross the motion's axis with its speed: horizontal-slow, horizontal-fast,
+vertical-slow, vertical-fast. The direction along the axis (left/right, up/down) and the
+shape (circle, square, triangle) vary within every class, so only motion tells classes apart,
+and a horizontal flip never changes a label. The regression target is the speed in pixels per
+frame. Everything but the moving shape is static apart from a little sensor noise, which is the
+case motion-centric token selection is made for.
+
+`generate_collection` writes real mp4 files and annotation CSVs; `ensure_builtin_dataset`
+prepares them with the same pipeline a user runs (everest.data.prepare), once, under a file lock
+so that several ranks can ask at the same time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import av
+import numpy as np
+from PIL import Image
+
+from everest.data.annotations import write_annotations
+
+CLASSES = ("horizontal-slow", "horizontal-fast", "vertical-slow", "vertical-fast")
+SHAPES = ("circle", "square", "triangle")
+SLOW, FAST = (0.6, 1.2), (2.2, 3.2)  # pixels per frame at 64x64; scaled with the frame size
+Labels = Literal["motion", "speed"]
+SPLITS = ("train", "val")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Size and count of the built-in collection (a few seconds of 64x64 video per clip)."""
+
+    train_videos: int = 48
+    val_videos: int = 12
+    size: int = 64
+    frames: int = 48
+    fps: int = 12
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Motion:
+    """What moves in one video: the class label, speed (px/frame), axis, sign and shape."""
+
+    label: int
+    speed: float
+    vertical: bool
+    sign: int
+    shape: str
+
+    @classmethod
+    def draw(cls, label: int, size: int, rng: np.random.Generator) -> Motion:
+        low, high = FAST if label % 2 else SLOW
+        return cls(label, float(rng.uniform(low, high)) * size / 64, label >= 2, int(rng.choice([-1, 1])),
+                   str(rng.choice(SHAPES)))
+
+
+def _smooth_texture(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
+    coarse = rng.uniform(0, 255, (cells, cells, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
+
+
+def render(motion: Motion, size: int, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [frames, size, size, 3]: the moving shape over a static textured background."""
+    background = 0.7 * _smooth_texture(size, 6, rng) + 0.3 * _smooth_texture(size, 16, rng)
+    colors = rng.uniform(0, 255, (2, 3))
+    radius = size * rng.uniform(0.12, 0.18)
+    start = rng.uniform(0, size, 2)
+    step = np.array([0.0, motion.sign * motion.speed]) if not motion.vertical else np.array(
+        [motion.sign * motion.speed, 0.0])
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    video = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for t in range(frames):
+        cy, cx = (start + t * step) % size
+        dy = (ys - cy + size / 2) % size - size / 2  # the shape wraps around the frame edges
+        dx = (xs - cx + size / 2) % size - size / 2
+        if motion.shape == "circle":
+            inside = dx ** 2 + dy ** 2 <= radius ** 2
+        elif motion.shape == "square":
+            inside = (np.abs(dx) <= 0.85 * radius) & (np.abs(dy) <= 0.85 * radius)
+        else:
+            inside = (np.abs(dy) <= 0.8 * radius) & (np.abs(dx) <= 0.6 * (dy + 0.8 * radius))
+        stripes = (np.floor((dx + dy) / max(radius / 2, 1)) % 2).astype(int)
+        frame = np.where(inside[..., None], colors[stripes], background)
+        frame += rng.normal(0, 2.0, frame.shape)  # sensor noise: the background is only mostly static
+        video[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return video
+
+
+def write_video(path: str | Path, video: np.ndarray, fps: int) -> None:
+    """Write uint8 [T, H, W, 3] frames as an H.264 mp4."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = video.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "veryfast"}
+        for frame in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+
+
+def generate_collection(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Write videos/{train,val}/*.mp4 and {split}_{motion,speed}.csv under `out_dir`."""
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(spec.seed)
+    for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos)):
+        folder = out_dir / "videos" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows_motion, rows_speed = [], []
+        for i in range(count):
+            motion = Motion.draw(i % len(CLASSES), spec.size, rng)
+            name = f"{split}/{split}_{i:04d}_{CLASSES[motion.label]}.mp4"
+            write_video(out_dir / "videos" / name, render(motion, spec.size, spec.frames, rng), spec.fps)
+            rows_motion.append((name, motion.label))
+            rows_speed.append((name, motion.speed))
+        write_annotations(out_dir / f"{split}_motion.csv", rows_motion)
+        write_annotations(out_dir / f"{split}_speed.csv", rows_speed)
+    return out_dir
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | None = 2,
+                           lock_timeout_s: float = 1800) -> Path:
+    """The prepared built-in dataset for `data_cfg` (a DataConfig: synthetic_dir,
+    synthetic_videos): a folder with train/, val/ and test/ (= val) shards. Generated and prepared
+    on first use and reused afterwards; safe when several processes call it at once."""
+    from filelock import FileLock
+
+    from everest.data.prepare import prepare_dataset
+
+    if labels not in ("motion", "speed"):
+        raise ValueError(f"labels must be 'motion' or 'speed'; got {labels!r}")
+    videos = int(data_cfg.synthetic_videos)
+    if videos < 1:
+        raise ValueError(f"data.synthetic_videos={videos} must be >= 1")
+    spec = SyntheticSpec(train_videos=videos, val_videos=max(4, videos // 4))
+    root = Path(data_cfg.synthetic_dir).expanduser().resolve()
+    shards = root / f"shards-{labels}"
+    wanted = {"spec": asdict(spec), "labels": labels}
+    if _read_json(shards / "READY.json") == wanted:
+        return shards
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock", timeout=lock_timeout_s):
+        if _read_json(shards / "READY.json") == wanted:  # another process built it meanwhile
+            return shards
+        if _read_json(root / "SPEC.json") != asdict(spec):
+            shutil.rmtree(root, ignore_errors=True)
+            print(f"everest: generating the built-in synthetic videos in {root} (first use)", flush=True)
+            generate_collection(root, spec)
+            (root / "SPEC.json").write_text(json.dumps(asdict(spec)))
+        print(f"everest: preparing the built-in {labels} dataset in {shards}", flush=True)
+        shutil.rmtree(shards, ignore_errors=True)
+        for split in SPLITS:
+            prepare_dataset(root / "videos", shards / split, root / f"{split}_{labels}.csv", workers=workers,
+                            overwrite=True, min_frames=spec.frames, verbose=False)
+        (shards / "test").unlink(missing_ok=True)
+        (shards / "test").symlink_to("val")
+        (shards / "READY.json").write_text(json.dumps(wanted))
+    return shards
