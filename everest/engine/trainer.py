@@ -19,6 +19,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+import kernels
+
 from everest.config import Config
 from everest.engine import checkpoint as ckpt
 from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier
@@ -163,6 +165,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
     ds = resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
                            on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
     seed_everything(t.seed, dist_info.rank)
+    kernels.set_backend(cfg.features.kernel_backend)
 
     point = ckpt.find_resume_point(resume, cfg.checkpoint.dir)
     if point is not None:
