@@ -23,6 +23,7 @@ centre-cropped to model.input_size.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from itertools import islice
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch  # noqa: E402
 from einops import rearrange  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from everest.config import Config, load_config  # noqa: E402
+from everest.config import Config, ConfigError, load_config  # noqa: E402
 from everest.engine.cli import exit_on_config_error  # noqa: E402
 from everest.models.weights import WeightsError  # noqa: E402
 
@@ -94,7 +95,11 @@ def dataset_clips(cfg: Config, split: str, count: int, seed: int):
     """(name, uint8 clip [F, S, S, 3]) for `count` random clips of the config's dataset."""
     from everest.data import build_dataloader
 
+    cfg = copy.deepcopy(cfg)
+    cfg.training.batch_size = cfg.training.val_batch_size = 1  # random access: no clip dropped for batching
     dataset = build_dataloader(cfg, split, shuffle=False, multiview=False).dataset
+    if len(dataset) == 0:
+        raise ConfigError(f"the {split} split of the config's dataset holds no clips")
     picks = np.random.default_rng(seed).choice(len(dataset), size=min(count, len(dataset)), replace=False)
     for index in picks.tolist():
         yield f"{split} clip {index}", torch.as_tensor(dataset[index]["video"])
