@@ -90,6 +90,7 @@ def main() -> int:
     parser.add_argument("--ds", default="ds_configs/zero0.json")
     parser.add_argument("--resume", default=None)
     parser.add_argument("--clips", type=int, default=32)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--kill-at-save", type=int, default=0,
                         help="SIGKILL this process right after DeepSpeed writes its N-th checkpoint")
     parser.add_argument("--local_rank", type=int, default=None)
@@ -102,7 +103,7 @@ def main() -> int:
 
     if args.kill_at_save:
         _kill_after_save(args.kill_at_save)
-    info = distributed.init_distributed("cpu")
+    info = distributed.init_distributed(args.device)
     torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank and world size
     task = PretrainTask(cfg)
     clips = make_clips(args.clips, cfg.training.num_frames, cfg.model.input_size)
