@@ -9,6 +9,7 @@ pretraining, all tokens for fine-tuning).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -79,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()[0]
     results = measure(bench, args.repeats, args.warmup, log=lambda line: print(line, file=sys.stderr))
-    print(markdown(bench, results, args.repeats, args.backbone))
+    print(markdown(bench, results, args.repeats, args.backbone, (load_before, os.getloadavg()[0])))
     if args.json:
         write_json(results, args.json)
     if args.plot:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def memory_note(device: torch.device) -> str:
             "Python process, weights and optimizer states)")
 
 
-def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, backbone: str) -> str:
+def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, backbone: str,
+             load: tuple[float, float] | None = None) -> str:
+    """The table with ratios against the baseline; `load` = 1-minute load average before and after."""
     s = bench.spec
     base = results[bench.baseline]
     lines = [
@@ -55,7 +58,9 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         f"{describe_device(bench.device)}, torch {torch.__version__}, {str(bench.dtype).removeprefix('torch.')}; "
         f"wall time: median of {repeats} interleaved steps after warm-up (forward, backward, AdamW step); "
         f"FLOPs: torch.utils.flop_counter over one step; {memory_note(bench.device)}; "
-        "step memory: peak minus what was held before the step; activations: what the forward left held.",
+        "step memory: peak minus what was held before the step; activations: what the forward left held."
+        + (f" Host load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs)."
+           if load else ""),
         "",
         "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | wall s | peak mem GiB "
         "| step mem GiB | activations GiB |",
