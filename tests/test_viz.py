@@ -112,8 +112,8 @@ def test_visualize_video_file_every_checkpoint_format(root, tmp_path, video_file
 def test_visualize_baseline_masks_and_decoderless_checkpoints(root, tmp_path, video_file, mask_type):
     classifier = VideoClassifier(_model_for_config(root).spec, num_outputs=5)
     save_everest(classifier, ckpt := tmp_path / "finetuned.pt")
-    images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file), "--video", str(video_file),
-                  f"model.mask_type={mask_type}")
+    images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file),
+                  "--video", str(video_file), f"model.mask_type={mask_type}")
     assert len(images) == 2
     for image in images:
         assert_panels_vary(image, rows=3, cols=8, size=SIZE)  # no reconstruction row without a decoder

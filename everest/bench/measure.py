@@ -130,7 +130,8 @@ def _meter(device: torch.device) -> CudaMeter | RssMeter | None:
         return None
 
 
-def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print) -> dict[str, StrategyResult]:
+def measure(bench: Bench, repeats: int = 3, warmup: int = 1,
+            log: Callable[[str], None] = print) -> dict[str, StrategyResult]:
     """Counted FLOPs, median wall time and peak memory of every strategy's training step."""
     flops: dict[str, int] = {}
     counts: dict[str, StepTokens] = {}

@@ -68,7 +68,8 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
     ]
     for r in results.values():
         lines.append(f"| {r.label} | {r.encoder_tokens} | {r.decoder_tokens} | {r.flops / 1e9:.1f} | "
-                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | {_gib(r.step_mem_bytes)} | "
+                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | "
+                     f"{_gib(r.step_mem_bytes)} | "
                      f"{_gib(r.activation_bytes)} |")
     for name, r in results.items():
         if name == bench.baseline:
@@ -76,7 +77,8 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         lines.append(f"| {r.label} / {base.label} | {_ratio(r.encoder_tokens, base.encoder_tokens)} | "
                      f"{_ratio(r.decoder_tokens, base.decoder_tokens)} | {_ratio(r.flops, base.flops)} | "
                      f"{_ratio(r.model_flops, base.model_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
-                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | {_ratio(r.step_mem_bytes, base.step_mem_bytes)} | "
+                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | "
+                     f"{_ratio(r.step_mem_bytes, base.step_mem_bytes)} | "
                      f"{_ratio(r.activation_bytes, base.activation_bytes)} |")
     lines.append("")
     for name, r in results.items():

@@ -17,6 +17,7 @@ from everest.estimate.plans import finetune_plan, pretrain_plan
 from everest.models import PretrainAutoencoder, VideoClassifier, VideoViTSpec
 from everest.patches import pixel_targets
 
+
 @dataclass
 class StepTokens:
     encoder: int  # tokens through the encoder in the step (whole batch)

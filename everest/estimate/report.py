@@ -106,9 +106,8 @@ def render(est: Estimate, ds_source: str = "") -> str:
     s, on = est.spec, {True: "on", False: "off"}
     ev, vm = est.strategies["everest"], est.strategies["videomae"]
     both = [ev, vm]
-    per_gpu_at_batch = [
-        (est.states.gpu_bytes + est.batch_size * (x.activations.checkpointed if est.use_checkpoint else x.activations.plain))
-        / GIB for x in both]
+    per_clip = [x.activations.checkpointed if est.use_checkpoint else x.activations.plain for x in both]
+    per_gpu_at_batch = [(est.states.gpu_bytes + est.batch_size * clip) / GIB for clip in per_clip]
     lines = [
         f"## Cost estimate: {est.backbone}, {s.num_frames} frames x {s.input_size} px, patch {s.patch_size}, "
         f"tubelet {s.tubelet_size} -> {s.num_patches} tokens per clip",
