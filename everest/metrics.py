@@ -8,7 +8,6 @@ exactly and 0.0 otherwise, scikit-learn's convention, never NaN).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -38,7 +37,7 @@ def regression_sums(outputs: Tensor, targets: Tensor) -> dict[str, float]:
 
 def classification_metrics(sums: dict[str, float], prefix: str) -> dict[str, float]:
     n = max(sums.get("n", 0.0), 1.0)
-    return {f"{prefix}acc1": 100.0 * sums["correct1"] / n, f"{prefix}acc5": 100.0 * sums["correct5"] / n}
+    return {f"{prefix}acc1": 100.0 * sums.get("correct1", 0.0) / n, f"{prefix}acc5": 100.0 * sums.get("correct5", 0.0) / n}
 
 
 def regression_metrics(sums: dict[str, float], prefix: str) -> dict[str, float]:
@@ -64,10 +63,16 @@ def add_sums(total: dict[str, float], part: dict[str, float]) -> dict[str, float
     return total
 
 
-def reduce_sums(sums: dict[str, float], device: torch.device) -> dict[str, float]:
-    """All-reduce a dict of sums (same keys on every rank)."""
-    from everest.engine.distributed import all_reduce_sum
+def reduce_sums(sums: dict[str, float]) -> dict[str, float]:
+    """Add up per-rank dicts of sums. Ranks may hold different keys (a rank whose shard of a
+    small validation set is empty has none), so the dicts are gathered, not all-reduced."""
+    import torch.distributed as dist
 
-    keys = sorted(sums)
-    totals = all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device))
-    return dict(zip(keys, totals.tolist()))
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return dict(sums)
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, sums)
+    total: dict[str, float] = {}
+    for part in parts:
+        add_sums(total, part)
+    return total

@@ -36,6 +36,7 @@ class Task:
     implement param_groups and training_step. The hooks below default to doing nothing."""
 
     module: nn.Module
+    draws_pictures: bool = False  # whether picture() returns images worth logging
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         raise NotImplementedError

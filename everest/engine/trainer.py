@@ -310,10 +310,9 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
             if epoch_done:
                 epoch, batch_in_epoch, sums = epoch + 1, 0, {}
 
-    if not result.interrupted:  # leave a reconstruction picture behind
+    if task.draws_pictures and not result.interrupted:  # leave a reconstruction picture behind
         ctx = StepContext(epoch=epoch, step=step, seed=t.seed, device=dist_info.device, dtype=dtype)
-        sample = next(iter(val_loader if val_loader is not None else train_loader))
-        _log_picture(task, engine, sample, ctx, logger, step)
+        _log_picture(task, engine, next(iter(train_loader)), ctx, logger, step)
     result.steps, result.epochs, result.best = step, epoch, manager.best()
     if result.interrupted:
         logger.print(f"interrupted at step {step}; checkpoint {result.last_tag}; continue with --resume auto")
@@ -322,7 +321,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
 
 
 def _epoch_metrics(task: Task, sums: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
-    reduced = reduce_sums(sums, dist_info.device)
+    reduced = reduce_sums(sums)
     metrics = {"train_loss_epoch": reduced["loss"] / max(reduced["clips"], 1.0)}
     metrics.update(task.reduce_metrics(reduced, "train_"))
     return metrics

@@ -171,7 +171,7 @@ class FinetuneTask(Task):
         sums: dict[str, float] = {}
         for batch, out in self.predict(module, batches, ctx):
             add_sums(sums, self._sums(out, batch["label"].to(ctx.device)))
-        return self.reduce_metrics(reduce_sums(sums, ctx.device), "val_")
+        return self.reduce_metrics(reduce_sums(sums), "val_")
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return {**everest_meta(self.model), "task_type": self.cfg.model.task_type}

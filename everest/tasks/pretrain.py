@@ -83,6 +83,8 @@ class PretrainObjective(nn.Module):
 class PretrainTask(Task):
     """The pretraining task the loop drives."""
 
+    draws_pictures = True
+
     def __init__(self, cfg: Config, model: PretrainAutoencoder | None = None):
         self.cfg = cfg
         self.model = model or PretrainAutoencoder(spec_from_config(cfg))
