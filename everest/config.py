@@ -468,3 +468,49 @@ def validate(cfg: Config) -> None:
         "checkpoint.save_ckpt_freq must be >= 1 or null",
     )
     _check(cfg.logging.log_freq >= 1, f"logging.log_freq={cfg.logging.log_freq} must be >= 1")
+
+
+# ------------------------------------------------------------------------------- reference
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return ""
+    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def config_reference_markdown() -> str:
+    """The configuration reference (every key, its type or allowed values, its default), made
+    from the dataclasses above so that the README's copy cannot drift (a test compares them)."""
+    lines = []
+    for name, cls in typing.get_type_hints(Config).items():
+        lines += [f"#### `{name}`", "", "| key | type / allowed values | default |", "| --- | --- | --- |"]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            lines.append(f"| `{name}.{f.name}` | {_type_name(hints[f.name])} | `{_default_text(f)}` |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+REFERENCE_START, REFERENCE_END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def with_reference(readme_text: str) -> str:
+    """`readme_text` with the block between the reference markers regenerated."""
+    head, rest = readme_text.split(REFERENCE_START, 1)
+    _, tail = rest.split(REFERENCE_END, 1)
+    return f"{head}{REFERENCE_START}\n{config_reference_markdown()}{REFERENCE_END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--write-readme"]:  # python -m everest.config --write-readme README.md
+        readme = Path(sys.argv[2])
+        readme.write_text(with_reference(readme.read_text()))
+    else:
+        print(config_reference_markdown(), end="")
