@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from everest.engine import distributed  # noqa: E402,F401  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_config_error  # noqa: E402
+from everest.engine.cli import exit_on_user_error  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pretrain/vit_b_k400.yaml"
 
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@exit_on_config_error
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from everest.config import load_config

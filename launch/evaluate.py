@@ -17,10 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_config_error  # noqa: E402
+from everest.engine.cli import exit_on_user_error  # noqa: E402
 
 
-@exit_on_config_error
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_config_error, load_run_config, parse_args  # noqa: E402
+from everest.engine.cli import exit_on_user_error, load_run_config, parse_args  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
 
 
-@exit_on_config_error
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, DEFAULT_CONFIG, "EVEREST masked video pretraining on DeepSpeed")
     cfg = load_run_config(args)

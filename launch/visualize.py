@@ -36,7 +36,7 @@ from einops import rearrange  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from everest.config import Config, ConfigError, load_config  # noqa: E402
-from everest.engine.cli import exit_on_config_error  # noqa: E402
+from everest.engine.cli import exit_on_user_error  # noqa: E402
 from everest.models.weights import WeightsError  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
@@ -130,7 +130,7 @@ def draw(model: nn.Module, reconstruct: bool, clip: Tensor, cfg: Config, generat
     return reconstruction_grid(video01, visible, target, pred, spec, m.normalize_target, scores, frames_to_show)
 
 
-@exit_on_config_error
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from PIL import Image

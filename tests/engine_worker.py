@@ -21,6 +21,7 @@ from everest.engine import distributed  # noqa: E402
 import torch  # noqa: E402
 
 from everest.config import load_config  # noqa: E402
+from everest.engine.cli import exit_on_user_error  # noqa: E402
 
 TINY = [
     "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",
@@ -84,6 +85,41 @@ def _kill_after_save(nth: int) -> None:
     DeepSpeedEngine.save_checkpoint = save_then_die
 
 
+def _disk_full_at_save(nth: int) -> None:
+    """Simulate a full disk: the N-th save writes part of its files, then fails with ENOSPC."""
+    import errno
+
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    original = DeepSpeedEngine.save_checkpoint
+    calls = []
+
+    def save_on_full_disk(self, save_dir, tag=None, **kw):
+        calls.append(1)
+        if len(calls) == nth:
+            (Path(save_dir) / tag).mkdir(parents=True, exist_ok=True)
+            (Path(save_dir) / tag / "mp_rank_00_model_states.pt").write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, save_dir, tag=tag, **kw)
+
+    DeepSpeedEngine.save_checkpoint = save_on_full_disk
+
+
+def _crash_at_step(task, step: int) -> None:
+    """This rank dies abruptly (as on a hardware fault) when it reaches optimizer step `step`."""
+    import os
+
+    original = task.training_step
+
+    def step_or_die(engine, batch, ctx):
+        if ctx.step >= step:
+            os._exit(3)
+        return original(engine, batch, ctx)
+
+    task.training_step = step_or_die
+
+
+@exit_on_user_error
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -93,6 +129,10 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--kill-at-save", type=int, default=0,
                         help="SIGKILL this process right after DeepSpeed writes its N-th checkpoint")
+    parser.add_argument("--fail-save", type=int, default=0,
+                        help="make the N-th checkpoint save hit 'No space left on device' half-way")
+    parser.add_argument("--crash-rank", type=int, default=None, help="this rank dies at --crash-step")
+    parser.add_argument("--crash-step", type=int, default=2)
     parser.add_argument("--local_rank", type=int, default=None)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -103,9 +143,13 @@ def main() -> int:
 
     if args.kill_at_save:
         _kill_after_save(args.kill_at_save)
+    if args.fail_save:
+        _disk_full_at_save(args.fail_save)
     info = distributed.init_distributed(args.device)
     torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank and world size
     task = PretrainTask(cfg)
+    if args.crash_rank == info.rank:
+        _crash_at_step(task, args.crash_step)
     clips = make_clips(args.clips, cfg.training.num_frames, cfg.model.input_size)
     loader = InterleavedLoader(clips, cfg.training.batch_size, info.rank, info.world_size, cfg.training.seed)
     result = fit(cfg, task, train_loader=loader, dist_info=info, resume=args.resume)
@@ -113,6 +157,7 @@ def main() -> int:
         Path(args.out).write_text(json.dumps({
             "losses": result.losses, "steps": result.steps, "epochs": result.epochs, "last_tag": result.last_tag,
             "metrics": result.metrics, "world_size": info.world_size, "run_dir": str(result.run_dir),
+            "interrupted": result.interrupted,
         }))
     distributed.shutdown()
     return 0

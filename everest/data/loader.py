@@ -14,6 +14,7 @@ sit out each epoch, a different set every epoch); evaluation loaders keep every 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 import torch
@@ -55,6 +56,11 @@ def _dataset_location(cfg: Config, split: str) -> str:
     if not (path / "index.json").is_file():
         raise ConfigError(f"data.{split}_optimized_dir={location}: no prepared dataset there (index.json missing); "
                           "create it with `python launch/prepare_data.py --videos ... --output ...`")
+    try:
+        json.loads((path / "index.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"data.{split}_optimized_dir={location}: index.json cannot be read ({err}); "
+                          "prepare the dataset again with `python launch/prepare_data.py ... --overwrite`") from None
     return str(path.resolve())
 
 

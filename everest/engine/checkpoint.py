@@ -72,6 +72,10 @@ def find_resume_point(resume: str | None, checkpoint_dir: str | Path) -> ResumeP
     raise FileNotFoundError(f"--resume {resume}: neither a checkpoint folder with 'latest' nor a checkpoint tag")
 
 
+class CheckpointSaveError(OSError):
+    """Writing a checkpoint failed (e.g. a full disk); the previous one is left intact."""
+
+
 class CheckpointManager:
     """Decides when to save and what to keep, per the checkpoint.* config."""
 
@@ -110,9 +114,16 @@ class CheckpointManager:
         if not roles:
             return None
         tag = f"{self.cfg.prefix}epoch{epoch:04d}_step{step:08d}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
-        torch.save(rank_state, self.dir / tag / f"everest_rank{self.dist.rank}.pt")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
+            torch.save(rank_state, self.dir / tag / f"everest_rank{self.dist.rank}.pt")
+        except OSError as err:
+            shutil.rmtree(self.dir / tag, ignore_errors=True)
+            previous = (self.dir / "latest").read_text().strip() if (self.dir / "latest").is_file() else "none"
+            raise CheckpointSaveError(
+                f"saving checkpoint {tag} in {self.dir} failed ({err}); the previous checkpoint "
+                f"({previous}) is intact and 'latest' still points to it") from err
         barrier()
         if self.dist.is_main:
             (self.dir / tag / META_FILE).write_text(json.dumps(meta, indent=2))

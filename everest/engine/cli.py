@@ -43,13 +43,20 @@ def load_run_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def exit_on_config_error(fn):
-    """Run `fn`; a ConfigError becomes one clear line on stderr and exit status 2."""
+def exit_on_user_error(fn):
+    """Run `fn`; a problem the user can fix (config, data path, checkpoint, network, disk)
+    becomes one clear line on stderr and exit status 2 instead of a traceback."""
+    from everest.engine.checkpoint import CheckpointSaveError
+    from everest.engine.trainer import NonFiniteLossError
+    from everest.models.weights import WeightsError
+
+    user_errors = (ConfigError, WeightsError, FileNotFoundError, ConnectionError, CheckpointSaveError,
+                   NonFiniteLossError)
+
     def wrapper(*a, **kw):
         try:
             return fn(*a, **kw)
-        except (ConfigError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
+        except user_errors as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
             return 2
     return wrapper
-
