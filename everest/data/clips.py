@@ -22,7 +22,7 @@ from everest.data.transforms import (ClipRandAugment, ClipRandomErasing, horizon
 from everest.frames import candidate_window, select_frame_indices, uniform_indices
 
 Mode = Literal["train", "eval", "multiview"]
-LabelTarget = Literal["raw", "classification", "regression"]
+LabelTarget = Literal["raw", "regression"]
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,12 @@ class ClipMaker:
     # ------------------------------------------------------------------------------ labels
 
     def label(self, record: Mapping[str, Any]) -> int | np.ndarray:
-        """int (class index, or -1 when unlabeled) or float32 [D] (regression targets)."""
+        """The stored label as-is ('raw': a class index, -1 when unlabeled, or float32 [D]
+        targets), or always float32 [D] targets ('regression', e.g. integer scores)."""
         values, kind = np.asarray(record["label"]), int(record["label_kind"])
-        if self.label_target == "regression":
+        if self.label_target == "regression" or kind not in (CLASS_LABEL, UNLABELED):
             return values.astype(np.float32)
-        if self.label_target == "classification" or (kind == CLASS_LABEL and len(values) == 1):
-            return int(values[0])
-        if kind == UNLABELED:
-            return -1
-        return values.astype(np.float32)
+        return int(values[0]) if kind == CLASS_LABEL else -1
 
 
 def segment_starts(num_frames: int, span: int, segments: int) -> list[int]:

@@ -27,7 +27,9 @@ DISPOSABLE, REFERENCE, KEYFRAME = 0, 1, 2
 
 _START_CODE = re.compile(b"\x00\x00\x01")
 _SLICE_NAL_TYPES = (1, 5)  # coded slice of a non-IDR / IDR picture
-_RGB = VideoReformatter()  # one per process: reusing its scaler context is ~6x faster than to_ndarray(format=)
+# Reusing one scaler context is ~6x faster than to_ndarray(format=...). Scalers run on one thread:
+# a worker is the unit of parallelism, and threads would not survive the fork into DataLoader workers.
+_RGB = VideoReformatter()
 
 
 class VideoReadError(Exception):
@@ -129,7 +131,7 @@ class H264Writer:
         self.width, self.height, self.fps = width, height, float(rate)
 
     def add(self, frame: av.VideoFrame) -> None:
-        picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p")
+        picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p", threads=1)
         picture.pts, picture.time_base = self._count, self._codec.time_base
         picture.pict_type = av.video.frame.PictureType.NONE  # source frame types must not force ours
         self._packets += self._codec.encode(picture)
@@ -193,7 +195,7 @@ def transcode(path: str | Path, settings: StorageSettings, threads: int = 1) -> 
 
 
 def _rgb(frame: av.VideoFrame) -> np.ndarray:
-    return _RGB.reformat(frame, format="rgb24").to_ndarray()
+    return _RGB.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
 
 def decode_frames(record: Mapping, indices: Sequence[int], threads: int = 1) -> np.ndarray:
@@ -233,13 +235,6 @@ def decode_frames(record: Mapping, indices: Sequence[int], threads: int = 1) -> 
     if missing:
         raise ValueError(f"the stored video did not yield frames {sorted(missing)[:5]}")
     return np.stack([decoded[i] for i in np.asarray(indices).tolist()])
-
-
-def source_frame_count(path: str | Path) -> int:
-    """Frames in a source video, by decoding it (container counts are often missing or wrong)."""
-    container, stream = _open_video(Path(path))
-    with container:
-        return sum(1 for _ in container.decode(stream))
 
 
 def read_source_frames(path: str | Path, indices: Sequence[int], threads: int = 1) -> np.ndarray:
