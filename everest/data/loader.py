@@ -74,9 +74,6 @@ def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
     if not all(0 < s <= 1 for s in a.crop_scales):
         raise ConfigError(f"augmentation.crop_scales={a.crop_scales} must lie in (0, 1]")
     train = split == "train" and not multiview
-    label_target = "raw"
-    if cfg.model.task_type == "regression":
-        label_target = "regression"
     return ClipMaker(
         mode="multiview" if multiview else ("train" if train else "eval"),
         temporal=Temporal(t.num_frames, t.temporal_stride, t.frames_to_sample, t.frame_selection),
@@ -91,7 +88,7 @@ def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
         if train and a.reprob > 0 else None,
         segments=t.test_num_segment if multiview else 1,
         crops=t.test_num_crop if multiview else 1,
-        label_target=label_target,
+        label_target="regression" if m.task_type == "regression" else "raw",
     )
 
 
