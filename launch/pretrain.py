@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                      dist_info=dist_info, resume=args.resume)
     finally:
         distributed.shutdown()
+    print(f"rank {dist_info.rank}: peak memory {result.peak_memory_bytes / 2**30:.2f} GiB "
+          f"({'CUDA allocated' if dist_info.device.type == 'cuda' else 'resident set'})", flush=True)
     if dist_info.is_main and result.losses:
         first, last = result.losses[0], result.losses[-1]
         print(f"done: {result.steps} steps, {result.epochs} epochs, train loss {first:.4f} -> {last:.4f}; "

@@ -48,6 +48,7 @@ class FitResult:
     skipped_steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
+    peak_memory_bytes: int = 0
 
 
 class _StopFlag:
@@ -314,6 +315,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
         ctx = StepContext(epoch=epoch, step=step, seed=t.seed, device=dist_info.device, dtype=dtype)
         _log_picture(task, engine, next(iter(train_loader)), ctx, logger, step)
     result.steps, result.epochs, result.best = step, epoch, manager.best()
+    result.peak_memory_bytes = _peak_memory_bytes(dist_info.device)
     if result.interrupted:
         logger.print(f"interrupted at step {step}; checkpoint {result.last_tag}; continue with --resume auto")
     logger.close()
