@@ -53,3 +53,22 @@ def test_unreadable_videos_raise_a_reason(tmp_path):
     bad.write_bytes(np.random.default_rng(0).bytes(3000))
     with pytest.raises(VideoReadError, match="cannot open"):
         transcode(bad, StorageSettings())
+
+
+@pytest.mark.parametrize("name, codec", [("v.avi", "mpeg4"), ("v.webm", "libvpx-vp9"), ("v.mkv", "libx264"),
+                                         ("v.mov", "mjpeg")])
+def test_common_containers_and_codecs_are_read(tmp_path, name, codec):
+    import av
+
+    with av.open(str(tmp_path / name), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height = 64, 48
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for value in range(0, 200, 10):
+            frame = np.full((48, 64, 3), value, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    video = transcode(tmp_path / name, StorageSettings())
+    assert (video.num_frames, video.width, video.height, video.fps) == (20, 64, 48, 10.0)
+    frames = decode_frames(video.as_record(), [0, 19])
+    assert abs(int(frames[1].mean()) - 190) < 6 and int(frames[0].mean()) < 6

@@ -131,7 +131,8 @@ class H264Writer:
         self.width, self.height, self.fps = width, height, float(rate)
 
     def add(self, frame: av.VideoFrame) -> None:
-        picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p", threads=1)
+        picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p", threads=1,
+                                        src_color_range=frame.color_range or None, dst_color_range="MPEG")
         picture.pts, picture.time_base = self._count, self._codec.time_base
         picture.pict_type = av.video.frame.PictureType.NONE  # source frame types must not force ours
         self._packets += self._codec.encode(picture)
