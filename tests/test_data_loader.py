@@ -163,6 +163,32 @@ def test_missing_and_unreachable_datasets_fail_clearly(datasets, tmp_path):
     assert time.monotonic() - start < 60
 
 
+def test_public_s3_dataset_reads_anonymously(datasets, tmp_path, monkeypatch):
+    """A local S3 server (moto) stands in for a public bucket: no credentials, unsigned requests."""
+    server_module = pytest.importorskip("moto.server")
+    import boto3
+
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        uploader = boto3.client("s3", aws_access_key_id="owner", aws_secret_access_key="owner")
+        uploader.create_bucket(Bucket="public")
+        for path in (datasets / "classes").iterdir():
+            uploader.upload_file(str(path), "public", f"shards/{path.name}", ExtraArgs={"ACL": "public-read"})
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        cfg = config("s3://public/shards", num_workers=2)
+        cfg.data.cloud_type, cfg.data.cache_dir = "s3_public", str(tmp_path / "cache")
+        assert sorted(indices(build_dataloader(cfg, "val"))) == list(range(VIDEOS))
+    finally:
+        server.stop()
+
+
 def _build_builtin(synthetic_dir, queue):
     cfg = config_from_dict({"data": {"synthetic": True, "synthetic_dir": synthetic_dir, "synthetic_videos": 4}})
     queue.put(str(ensure_builtin_dataset(cfg.data, workers=1)))

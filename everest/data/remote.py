@@ -30,7 +30,19 @@ def _client_config(cloud_type: str | None):
 
 def storage_options(cloud_type: str | None) -> dict:
     """litdata `storage_options` (boto3 client arguments) for `data.cloud_type`."""
+    if cloud_type == "s3_public":
+        _fetch_chunks_with_boto3()
     return {"config": _client_config(cloud_type)}
+
+
+def _fetch_chunks_with_boto3() -> None:
+    """litdata 0.2.76 fetches chunks through obstore, signing with the credentials of its boto3
+    client; an unsigned (anonymous) client has none, so every chunk fetch would fail. litdata
+    falls back to its boto3 path, which honours the unsigned config, in processes where obstore
+    belongs to another process: say so for this process and its DataLoader workers."""
+    from litdata.streaming import downloader
+
+    downloader._OBSTORE_INIT_PID = -1
 
 
 def check_remote_dataset(url: str, cloud_type: str | None) -> None:
