@@ -159,3 +159,19 @@ def test_resume_point_resolution(tmp_path: Path):
     tag = _save(ckpt.CheckpointManager(cfg, DistInfo(0, 1, 0, torch.device("cpu"))), 0, 1.0)
     assert ckpt.find_resume_point("auto", tmp_path) == ckpt.ResumePoint(tmp_path, tag)
     assert ckpt.find_resume_point(str(tmp_path / tag), tmp_path) == ckpt.ResumePoint(tmp_path, tag)
+
+
+def test_even_batches_pads_to_the_length_and_marks_padding():
+    from everest.engine.distributed import even_batches
+
+    class Loader(list):
+        pass
+
+    assert list(even_batches(Loader([1, 2]), torch.device("cpu"), dummy=lambda: 0)) == [(1, True), (2, True)]
+
+    class Short(list):  # claims three batches, yields two
+        def __len__(self):
+            return 3
+
+    assert list(even_batches(Short([1, 2]), torch.device("cpu"), dummy=lambda: 0))[-1] == (2, False)
+    assert list(even_batches(Short([]), torch.device("cpu"), dummy=lambda: 0)) == [(0, False)] * 3

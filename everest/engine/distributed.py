@@ -11,6 +11,7 @@ import datetime
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -92,6 +93,28 @@ def all_reduce_min(value: int, device: torch.device) -> int:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(out, op=dist.ReduceOp.MIN)
     return int(out.item())
+
+
+def even_batches(loader: Iterable, device: torch.device, dummy: Callable[[], Any]) -> Iterator[tuple[Any, bool]]:
+    """Yield (batch, is_real) the same number of times on every rank.
+
+    Evaluation shards keep every sample once, so ranks can hold different numbers of batches;
+    under ZeRO-3 every forward gathers parameters collectively, so a rank that ran out pads with
+    its last batch (or `dummy()` if it had none) and the caller ignores those results."""
+    count = len(loader)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        total = torch.tensor([count], dtype=torch.int64, device=device)
+        dist.all_reduce(total, op=dist.ReduceOp.MAX)
+        count = int(total.item())
+    last = None
+    seen = 0
+    for batch in loader:
+        if seen == count:
+            raise RuntimeError(f"the loader yielded more than its length ({count}) batches")
+        last, seen = batch, seen + 1
+        yield batch, True
+    for _ in range(count - seen):
+        yield (last if last is not None else dummy()), False
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:

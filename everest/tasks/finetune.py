@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from everest import tokens
 from everest.config import Config, ConfigError
 from everest.data import to_model_input
+from everest.engine.distributed import even_batches
 from everest.engine.optim import param_groups
 from everest.engine.task import StepContext, StepOutput, Task
 from everest.metrics import (
@@ -154,14 +155,23 @@ class FinetuneTask(Task):
             return regression_metrics(sums, prefix)
         return classification_metrics(sums, prefix)
 
+    def dummy_batch(self) -> dict[str, Any]:
+        """A one-clip batch of the right shapes (padding for ranks without evaluation data)."""
+        t, m = self.cfg.training, self.cfg.model
+        label = torch.zeros(1, m.output_dim) if m.task_type == "regression" else torch.zeros(1, dtype=torch.long)
+        video = torch.zeros(1, t.num_frames, m.input_size, m.input_size, 3, dtype=torch.uint8)
+        return {"video": video, "label": label, "index": torch.full((1,), -1)}
+
     @torch.no_grad()
     def predict(self, module: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext):
-        """Yield (batch, outputs) for every batch with `module` (engine or EMA) in eval mode."""
+        """Yield (batch, outputs) for every real batch with `module` (engine or EMA) in eval
+        mode; every rank runs the same number of forwards (see even_batches)."""
         module.eval()
-        for batch in batches:
+        for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
             video, target = self._inputs(batch, ctx)
             _, out = module(video, target)
-            yield batch, out
+            if real:
+                yield batch, out
 
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
         module = engine

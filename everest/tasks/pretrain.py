@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from everest import tokens
 from everest.config import Config
 from everest.data import to_model_input
-from everest.engine.distributed import all_reduce_sum
+from everest.engine.distributed import all_reduce_sum, even_batches
 from everest.engine.optim import param_groups
 from everest.engine.task import StepContext, StepOutput, Task
 from everest.models import PretrainAutoencoder
@@ -107,15 +107,22 @@ class PretrainTask(Task):
         return StepOutput(loss=loss, clips=clips, encoder_tokens=clips * visible,
                           decoder_tokens=clips * (visible + target))
 
+    def dummy_batch(self) -> dict[str, Any]:
+        """A one-clip batch of the right shapes (padding for ranks without evaluation data)."""
+        t, m = self.cfg.training, self.cfg.model
+        video = torch.zeros(1, t.num_frames, m.input_size, m.input_size, 3, dtype=torch.uint8)
+        return {"video": video, "index": torch.zeros(1, dtype=torch.long)}
+
     @torch.no_grad()
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
         engine.eval()
         total, clips = 0.0, 0
-        for batch in batches:
+        for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
             video, noise = self._inputs(batch, ctx)
             loss, _, _ = engine(video, noise)
-            total += loss.item() * video.shape[0]
-            clips += video.shape[0]
+            if real:
+                total += loss.item() * video.shape[0]
+                clips += video.shape[0]
         sums = all_reduce_sum(torch.tensor([total, float(clips)], dtype=torch.float64, device=ctx.device))
         return {"val_loss": float(sums[0] / max(sums[1].item(), 1.0))}
 
