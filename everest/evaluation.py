@@ -37,7 +37,8 @@ def predict_views(objective: FinetuneObjective, loader, cfg: Config, device: tor
         b, v = video.shape[:2]
         clips = to_model_input(video.flatten(0, 1), cfg.data.normalize_mean, cfg.data.normalize_std,
                                device, torch.float32)
-        out = objective.outputs(clips).float().view(b, v, -1)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = objective.outputs(clips).float().view(b, v, -1)
         out = out.softmax(dim=-1).mean(dim=1) if classification else out.mean(dim=1)
         for i, index in enumerate(batch["index"].tolist()):
             results[int(index)] = {"label": batch["label"][i].tolist(), "output": out[i].cpu().tolist()}
