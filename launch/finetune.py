@@ -28,13 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_run_config(args)
 
     from everest.data import build_dataloader
-    from everest.engine.trainer import fit
+    from everest.engine.trainer import build_task, fit
     from everest.evaluation import evaluate_checkpoint, has_split
     from everest.tasks.finetune import FinetuneTask
 
     dist_info = distributed.init_distributed(cfg.training.device)
     try:
-        task = FinetuneTask(cfg, log=print if dist_info.is_main else (lambda *_: None))
+        task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, log=print if dist_info.is_main else (lambda *_: None)))
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if has_split(cfg, "val") else None
         result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,

@@ -25,15 +25,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_run_config(args)
 
     from everest.data import build_dataloader
-    from everest.engine.trainer import fit
+    from everest.engine.trainer import build_task, fit
     from everest.tasks.pretrain import PretrainTask
 
     dist_info = distributed.init_distributed(cfg.training.device)
     try:
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if cfg.data.val_optimized_dir else None
-        result = fit(cfg, PretrainTask(cfg), train_loader=train_loader, val_loader=val_loader,
-                     dist_info=dist_info, resume=args.resume)
+        task = build_task(cfg, dist_info, lambda: PretrainTask(cfg))
+        result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
+                     resume=args.resume)
     finally:
         distributed.shutdown()
     print(f"rank {dist_info.rank}: peak memory {result.peak_memory_bytes / 2**30:.2f} GiB "

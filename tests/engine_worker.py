@@ -138,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_config(None, TINY + [f"training.deepspeed_config={args.ds}"] + args.overrides)
 
-    from everest.engine.trainer import fit
+    from everest.engine.trainer import build_task, fit
     from everest.tasks.pretrain import PretrainTask
 
     if args.kill_at_save:
@@ -146,8 +146,7 @@ def main() -> int:
     if args.fail_save:
         _disk_full_at_save(args.fail_save)
     info = distributed.init_distributed(args.device)
-    torch.manual_seed(cfg.training.seed)  # identical initial weights on every rank and world size
-    task = PretrainTask(cfg)
+    task = build_task(cfg, info, lambda: PretrainTask(cfg))  # seeded: same weights on every rank
     if args.crash_rank == info.rank:
         _crash_at_step(task, args.crash_step)
     clips = make_clips(args.clips, cfg.training.num_frames, cfg.model.input_size)

@@ -133,6 +133,10 @@ def offloads_optimizer(ds: dict[str, Any]) -> bool:
     return (_get(ds, ("zero_optimization", "offload_optimizer", "device")) or "none") != "none"
 
 
+def offloads_params(ds: dict[str, Any]) -> bool:
+    return (_get(ds, ("zero_optimization", "offload_param", "device")) or "none") != "none"
+
+
 def compute_dtype(ds: dict[str, Any]):
     """The dtype DeepSpeed keeps the model in for this config."""
     import torch

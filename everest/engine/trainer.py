@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -24,7 +24,14 @@ import kernels
 from everest.config import Config
 from everest.engine import checkpoint as ckpt
 from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier
-from everest.engine.ds_config import compute_dtype, load_ds_json, offloads_optimizer, resolve_ds_config, zero_stage
+from everest.engine.ds_config import (
+    compute_dtype,
+    load_ds_json,
+    offloads_optimizer,
+    offloads_params,
+    resolve_ds_config,
+    zero_stage,
+)
 from everest.engine.logger import RunLogger
 from everest.engine.optim import Schedules, build_optimizer
 from everest.engine.task import StepContext, Task
@@ -156,15 +163,34 @@ def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, trai
     return pos
 
 
+def _resolved_ds(cfg: Config, dist_info: DistInfo, ds_config_path: str | None) -> tuple[dict[str, Any], Path]:
+    ds_path = resolve_path(ds_config_path or cfg.training.deepspeed_config)
+    ds = resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
+                           on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
+    return ds, ds_path
+
+
+def build_task(cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds_config_path: str | None = None) -> Task:
+    """Build the task's model the same way on every rank (seeded). Under ZeRO-3 it is built inside
+    deepspeed.zero.Init, so each rank only ever holds its own partition of the weights."""
+    torch.manual_seed(cfg.training.seed)
+    ds, _ = _resolved_ds(cfg, dist_info, ds_config_path)
+    if zero_stage(ds) < 3:
+        return factory()
+    import deepspeed
+
+    remote = "cpu" if offloads_params(ds) else None
+    with deepspeed.zero.Init(config_dict_or_path=ds, remote_device=remote, pin_memory=False):
+        return factory()
+
+
 def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loader: Iterable | None = None,
         ds_config_path: str | None = None, resume: str | None = None) -> FitResult:
     """Train `task` per `cfg`; every rank calls this with its own loader shard."""
     import deepspeed
 
     t = cfg.training
-    ds_path = resolve_path(ds_config_path or t.deepspeed_config)
-    ds = resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
-                           on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
+    ds, ds_path = _resolved_ds(cfg, dist_info, ds_config_path)
     seed_everything(t.seed, dist_info.rank)
     kernels.set_backend(cfg.features.kernel_backend)
 

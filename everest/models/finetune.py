@@ -12,7 +12,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-from everest.models.vit import VideoEncoder, VideoViTSpec
+from everest.models.vit import VideoEncoder, VideoViTSpec, editing
 
 
 class VideoClassifier(nn.Module):
@@ -33,11 +33,10 @@ class VideoClassifier(nn.Module):
             trunc_normal_(self.cls_token, std=0.02)
         self.fc_dropout = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(spec.embed_dim, num_outputs)
-        trunc_normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-        with torch.no_grad():
+        with editing(list(self.head.parameters())), torch.no_grad():
+            trunc_normal_(self.head.weight, std=0.02)
             self.head.weight.mul_(init_scale)
-            self.head.bias.mul_(init_scale)
+            nn.init.zeros_(self.head.bias)
 
     def embed(self, video: Tensor) -> Tensor:
         """Patch tokens [B, N, D] without positions (scored to choose the MCM tokens)."""

@@ -7,6 +7,7 @@ blocks.i.attn.qkv, attn.q_bias, attn.v_bias, mlp.fc1, gamma_1, ...).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -208,15 +209,30 @@ def run_blocks(blocks: nn.ModuleList, x: Tensor, use_checkpoint: bool,
     return x
 
 
+def editing(params) -> contextlib.AbstractContextManager:
+    """Context for editing parameters in place. Under DeepSpeed's zero.Init (ZeRO-3 builds the
+    model already partitioned) the parameters are gathered, edited on rank 0 and re-partitioned;
+    otherwise it does nothing."""
+    partitioned = [p for p in params if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
+
+
 def init_vit_weights(module: nn.Module) -> None:
     """VideoMAE's init: truncated-normal(0.02) linears with zero bias, unit LayerNorms."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
+    if not isinstance(module, (nn.Linear, nn.LayerNorm)):
+        return
+    with editing(list(module.parameters(recurse=False))):
+        if isinstance(module, nn.Linear):
+            trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        else:
+            nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class VideoEncoder(nn.Module):

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from everest.models.finetune import VideoClassifier
 from everest.models.pretrain import PretrainAutoencoder
-from everest.models.vit import PRESETS, VideoEncoder, VideoViTSpec
+from everest.models.vit import PRESETS, VideoEncoder, VideoViTSpec, editing
 
 META_FILE = "everest_meta.json"
 _IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|decoder_pos_embed)$")
@@ -332,7 +332,9 @@ class LoadReport:
 
 def load_into(model: nn.Module, state_dict: dict[str, Tensor], strict: bool = False, source: str = "checkpoint") -> LoadReport:
     """Copy matching weights into `model`; a shape mismatch is an error naming the tensor."""
-    own = model.state_dict()
+    # ZeRO-3 partitioned parameters keep their true shape in ds_shape.
+    own = {name: torch.Size(getattr(value, "ds_shape", value.shape)) for name, value in model.state_dict().items()}
+    own.update({name: torch.Size(getattr(p, "ds_shape", p.shape)) for name, p in model.named_parameters()})
     usable = {}
     unexpected = []
     for name, value in state_dict.items():
@@ -341,17 +343,18 @@ def load_into(model: nn.Module, state_dict: dict[str, Tensor], strict: bool = Fa
         if name not in own:
             unexpected.append(name)
             continue
-        if own[name].shape != value.shape:
+        if own[name] != value.shape:
             raise WeightsError(
                 f"{source}: {name} has shape {tuple(value.shape)} but the model expects "
-                f"{tuple(own[name].shape)}; the checkpoint is probably from another backbone "
+                f"{tuple(own[name])}; the checkpoint is probably from another backbone "
                 "or patch/tubelet size (check model.backbone and the *_size keys)"
             )
         usable[name] = value
     missing = [k for k in own if k not in usable and not _IGNORED.search(k)]
     if strict and (missing or unexpected):
         raise WeightsError(f"{source}: {LoadReport(missing, unexpected)}")
-    model.load_state_dict(usable, strict=False)
+    with editing(list(model.parameters())):
+        model.load_state_dict(usable, strict=False)
     return LoadReport(missing, unexpected)
 
 
