@@ -44,6 +44,7 @@ class SyntheticSpec:
     frames: int = 48
     fps: int = 12
     seed: int = 0
+    version: int = 2  # bumped when the rendering changes, so that old collections are rebuilt
 
 
 @dataclass(frozen=True)
@@ -68,28 +69,40 @@ def _smooth_texture(size: int, cells: int, rng: np.random.Generator) -> np.ndarr
     return np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
 
 
+def _bounce(position: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Reflect positions into [low, high], like a shape bouncing off the frame edges."""
+    span = high - low
+    phase = np.mod(position - low, 2 * span)
+    return low + np.where(phase > span, 2 * span - phase, phase)
+
+
 def render(motion: Motion, size: int, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [frames, size, size, 3]: the moving shape over a static textured background."""
+    """uint8 [frames, size, size, 3]: the moving shape over a static textured background.
+
+    The shape bounces off the edges (it stays whole and in view) and carries a high-contrast
+    checkerboard: unlike stripes, a checkerboard moving sideways never looks like one moving up
+    or down, so its motion is unambiguous at every patch (no barber-pole illusion)."""
     background = 0.7 * _smooth_texture(size, 6, rng) + 0.3 * _smooth_texture(size, 16, rng)
-    colors = rng.uniform(0, 255, (2, 3))
+    dark = rng.uniform(0, 60, 3)
+    colors = np.stack([dark, 255 - rng.uniform(0, 60, 3)])
     radius = size * rng.uniform(0.12, 0.18)
-    start = rng.uniform(0, size, 2)
+    start = rng.uniform(radius, size - radius, 2)
     step = np.array([0.0, motion.sign * motion.speed]) if not motion.vertical else np.array(
         [motion.sign * motion.speed, 0.0])
+    cell = max(radius / 2, 1)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     video = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
-        cy, cx = (start + t * step) % size
-        dy = (ys - cy + size / 2) % size - size / 2  # the shape wraps around the frame edges
-        dx = (xs - cx + size / 2) % size - size / 2
+        cy, cx = _bounce(start + t * step, radius, size - radius)
+        dy, dx = ys - cy, xs - cx
         if motion.shape == "circle":
             inside = dx ** 2 + dy ** 2 <= radius ** 2
         elif motion.shape == "square":
             inside = (np.abs(dx) <= 0.85 * radius) & (np.abs(dy) <= 0.85 * radius)
         else:
             inside = (np.abs(dy) <= 0.8 * radius) & (np.abs(dx) <= 0.6 * (dy + 0.8 * radius))
-        stripes = (np.floor((dx + dy) / max(radius / 2, 1)) % 2).astype(int)
-        frame = np.where(inside[..., None], colors[stripes], background)
+        checker = ((np.floor(dx / cell) + np.floor(dy / cell)) % 2).astype(int)
+        frame = np.where(inside[..., None], colors[checker], background)
         frame += rng.normal(0, 2.0, frame.shape)  # sensor noise: the background is only mostly static
         video[t] = np.clip(frame, 0, 255).astype(np.uint8)
     return video
