@@ -31,6 +31,14 @@ class StepOutput:
     sums: dict[str, float] = field(default_factory=dict)
 
 
+def blank_batch(num_frames: int, size: int, label: Tensor | None = None) -> dict[str, Any]:
+    """A one-clip batch of zeros in the loaders' format (padding for ranks out of data)."""
+    batch = {"video": torch.zeros(1, num_frames, size, size, 3, dtype=torch.uint8), "index": torch.full((1,), -1)}
+    if label is not None:
+        batch["label"] = label
+    return batch
+
+
 class Task:
     """Base of the tasks the loop drives; subclasses set `module` (what DeepSpeed wraps) and
     implement param_groups and training_step. The hooks below default to doing nothing."""

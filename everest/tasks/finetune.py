@@ -19,7 +19,7 @@ from everest.config import Config, ConfigError
 from everest.data import to_model_input
 from everest.engine.distributed import even_batches
 from everest.engine.optim import param_groups
-from everest.engine.task import StepContext, StepOutput, Task
+from everest.engine.task import StepContext, StepOutput, Task, blank_batch
 from everest.metrics import (
     add_sums,
     classification_metrics,
@@ -157,10 +157,9 @@ class FinetuneTask(Task):
 
     def dummy_batch(self) -> dict[str, Any]:
         """A one-clip batch of the right shapes (padding for ranks without evaluation data)."""
-        t, m = self.cfg.training, self.cfg.model
+        m = self.cfg.model
         label = torch.zeros(1, m.output_dim) if m.task_type == "regression" else torch.zeros(1, dtype=torch.long)
-        video = torch.zeros(1, t.num_frames, m.input_size, m.input_size, 3, dtype=torch.uint8)
-        return {"video": video, "label": label, "index": torch.full((1,), -1)}
+        return blank_batch(self.cfg.training.num_frames, m.input_size, label)
 
     @torch.no_grad()
     def predict(self, module: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext):

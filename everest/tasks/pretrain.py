@@ -19,7 +19,7 @@ from everest.config import Config
 from everest.data import to_model_input
 from everest.engine.distributed import all_reduce_sum, even_batches
 from everest.engine.optim import param_groups
-from everest.engine.task import StepContext, StepOutput, Task
+from everest.engine.task import StepContext, StepOutput, Task, blank_batch
 from everest.models import PretrainAutoencoder
 from everest.models.vit import VideoViTSpec, spec_for
 from everest.models.weights import everest_meta
@@ -109,9 +109,7 @@ class PretrainTask(Task):
 
     def dummy_batch(self) -> dict[str, Any]:
         """A one-clip batch of the right shapes (padding for ranks without evaluation data)."""
-        t, m = self.cfg.training, self.cfg.model
-        video = torch.zeros(1, t.num_frames, m.input_size, m.input_size, 3, dtype=torch.uint8)
-        return {"video": video, "index": torch.zeros(1, dtype=torch.long)}
+        return blank_batch(self.cfg.training.num_frames, self.cfg.model.input_size)
 
     @torch.no_grad()
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
