@@ -163,18 +163,17 @@ def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, trai
     return pos
 
 
-def _resolved_ds(cfg: Config, dist_info: DistInfo, ds_config_path: str | None) -> tuple[dict[str, Any], Path]:
+def _resolved_ds(cfg: Config, dist_info: DistInfo, ds_config_path: str | None) -> dict[str, Any]:
     ds_path = resolve_path(ds_config_path or cfg.training.deepspeed_config)
-    ds = resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
-                           on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
-    return ds, ds_path
+    return resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
+                             on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
 
 
 def build_task(cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds_config_path: str | None = None) -> Task:
     """Build the task's model the same way on every rank (seeded). Under ZeRO-3 it is built inside
     deepspeed.zero.Init, so each rank only ever holds its own partition of the weights."""
     torch.manual_seed(cfg.training.seed)
-    ds, _ = _resolved_ds(cfg, dist_info, ds_config_path)
+    ds = _resolved_ds(cfg, dist_info, ds_config_path)
     if zero_stage(ds) < 3:
         return factory()
     import deepspeed
@@ -190,7 +189,7 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
     import deepspeed
 
     t = cfg.training
-    ds, ds_path = _resolved_ds(cfg, dist_info, ds_config_path)
+    ds = _resolved_ds(cfg, dist_info, ds_config_path)
     seed_everything(t.seed, dist_info.rank)
     kernels.set_backend(cfg.features.kernel_backend)
 

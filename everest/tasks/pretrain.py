@@ -17,9 +17,10 @@ from torch import Tensor, nn
 from everest import tokens
 from everest.config import Config
 from everest.data import to_model_input
-from everest.engine.distributed import all_reduce_sum, even_batches
+from everest.engine.distributed import even_batches
 from everest.engine.optim import param_groups
 from everest.engine.task import StepContext, StepOutput, Task, blank_batch
+from everest.metrics import add_sums, reduce_sums
 from everest.models import PretrainAutoencoder
 from everest.models.vit import VideoViTSpec, spec_for
 from everest.models.weights import everest_meta
@@ -114,15 +115,14 @@ class PretrainTask(Task):
     @torch.no_grad()
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
         engine.eval()
-        total, clips = 0.0, 0
+        sums = {"loss": 0.0, "clips": 0.0}
         for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
             video, noise = self._inputs(batch, ctx)
             loss, _, _ = engine(video, noise)
             if real:
-                total += loss.item() * video.shape[0]
-                clips += video.shape[0]
-        sums = all_reduce_sum(torch.tensor([total, float(clips)], dtype=torch.float64, device=ctx.device))
-        return {"val_loss": float(sums[0] / max(sums[1].item(), 1.0))}
+                add_sums(sums, {"loss": loss.item() * video.shape[0], "clips": float(video.shape[0])})
+        totals = reduce_sums(sums)
+        return {"val_loss": totals["loss"] / max(totals["clips"], 1.0)}
 
     @torch.no_grad()
     def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
