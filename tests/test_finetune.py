@@ -180,3 +180,27 @@ def test_classification_two_ranks_with_ema_and_mixup(work: Path):
                       "augmentation.label_smoothing=0.1", ranks=2)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["videos"] == 4 and set(summary["metrics"]) == {"test_acc1", "test_acc5"}
+
+
+def test_cutmix_cuts_the_same_box_out_of_every_frame():
+    from timm.data import Mixup
+
+    from everest.tasks.finetune import mix_clips
+
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(4, 3, 6, 20, 24, generator=g)
+    labels = torch.tensor([0, 1, 2, 3])
+    mixup = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, prob=1.0, label_smoothing=0.0, num_classes=4)
+    mixed, target = mix_clips(mixup, video.clone(), labels)
+    assert mixed.shape == video.shape
+    from_partner = (mixed != video).any(dim=1)  # [B, T, H, W]: pixels taken from the flipped batch
+    assert torch.equal(mixed[from_partner.unsqueeze(1).expand_as(video)],
+                       video.flip(0)[from_partner.unsqueeze(1).expand_as(video)])
+    box = from_partner[0, 0]
+    assert box.any(), "cutmix with prob 1 changed nothing"
+    assert all(torch.equal(from_partner[i, f], box) for i in range(4) for f in range(6))  # one box, all frames
+    rows, cols = box.any(dim=1).nonzero(), box.any(dim=0).nonzero()
+    assert box.sum() == len(rows) * len(cols)  # a rectangle in (H, W)
+    lam = 1 - box.float().mean().item()  # the label weight is the area kept
+    assert target[0, 0].item() == pytest.approx(lam, abs=1e-6)
+    assert target[0, 3].item() == pytest.approx(1 - lam, abs=1e-6)

@@ -131,7 +131,7 @@ class FinetuneTask(Task):
         video, target = self._inputs(batch, ctx)
         hard = target
         if self.mixup is not None and self.module.training:
-            video, target = self.mixup(video, target)
+            video, target = mix_clips(self.mixup, video, target)
         loss, out = engine(video, target)
         sums = self._sums(out.detach(), hard)
         kept = self._kept_tokens()
@@ -191,6 +191,15 @@ class FinetuneTask(Task):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if self.ema is not None and "ema" in state:
             self.ema.module.load_state_dict(state["ema"])
+
+
+def mix_clips(mixup, video: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """timm Mixup/CutMix on clips [B, C, T, H, W]. timm cuts its box out of the last two dims
+    of a 4-D batch; given a clip as is it would cut across frames and rows instead (and count
+    the area wrongly), so frames are folded into channels: one box, the same in every frame."""
+    b, c, t, h, w = video.shape
+    images, target = mixup(video.reshape(b, c * t, h, w).contiguous(), target)
+    return images.view(b, c, t, h, w), target
 
 
 def _build_mixup(cfg: Config):
