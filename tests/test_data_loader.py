@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ def datasets(tmp_path_factory):
     """16 labelled 32x32 videos in small chunks (so shuffling crosses chunks), and the same videos
     with 2-dim float targets."""
     root = tmp_path_factory.mktemp("loader")
-    generate_collection(root, SyntheticSpec(train_videos=VIDEOS, val_videos=1, size=32, frames=24))
+    generate_collection(root, SyntheticSpec(train_videos=VIDEOS, val_videos=1, test_videos=1, size=32, frames=24))
     speed = (root / "train_speed.csv").read_text().splitlines()
     (root / "targets.csv").write_text("\n".join(f"{line} {i:.1f}" for i, line in enumerate(speed)) + "\n")
     prepare_dataset(root / "videos", root / "classes", root / "train_motion.csv", workers=2, chunk_bytes="12KB",
@@ -205,6 +206,11 @@ def test_builtin_dataset_is_built_once_for_concurrent_ranks(tmp_path):
         assert p.exitcode == 0
     paths = {queue.get(timeout=5) for _ in procs}
     assert len(paths) == 1
+    shards = Path(paths.pop())
+    assert all((shards / split).is_dir() and not (shards / split).is_symlink() for split in ("train", "val", "test"))
+    names = {split: (tmp_path / "synthetic" / f"{split}_motion.csv").read_text().split("\n")[:-1]
+             for split in ("train", "val", "test")}
+    assert [len(v) for v in names.values()] == [4, 4, 4]  # held-out splits as large as the training one
     cfg = config_from_dict({"data": {"synthetic": True, "synthetic_dir": str(tmp_path / "synthetic"),
                                      "synthetic_videos": 4},
                             "model": {"input_size": 32, "patch_size": 8},

@@ -17,7 +17,7 @@ from everest.data.synthetic import SyntheticSpec, generate_collection, write_vid
 def collection(tmp_path_factory):
     """6 good 32x32 videos (24 frames), plus a corrupt, a too-short, an empty and a missing one."""
     root = tmp_path_factory.mktemp("collection")
-    generate_collection(root, SyntheticSpec(train_videos=6, val_videos=1, size=32, frames=24))
+    generate_collection(root, SyntheticSpec(train_videos=6, val_videos=1, test_videos=1, size=32, frames=24))
     videos = root / "videos"
     (videos / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
     write_video(videos / "short.mp4", np.zeros((5, 32, 32, 3), np.uint8), fps=10)
