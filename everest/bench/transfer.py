@@ -34,7 +34,7 @@ PRETRAIN_DEFAULTS = ["optimizer.lr=3e-4"]
 
 @dataclass
 class FinetuneRun:
-    """One fine-tuning run: its seed, start, test metrics and wall time."""
+    """One fine-tuning run: its seed, budget in epochs, start, test metrics and wall time."""
 
     seed: int
     epochs: int
@@ -45,12 +45,15 @@ class FinetuneRun:
 
 @dataclass
 class TransferResult:
+    """The pretraining run's overrides and wall time, and every fine-tuning run."""
+
     pretrain_overrides: list[str]
     finetune_overrides: list[str]
     pretrain_wall_s: float
     runs: list[FinetuneRun] = field(default_factory=list)
 
     def metric(self, start: str, name: str, epochs: int) -> list[float]:
+        """Metric `name` of the runs from `start` at `epochs`, in seed order."""
         return [r.metrics[name] for r in self.runs if r.start == start and r.epochs == epochs]
 
 
