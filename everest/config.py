@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -333,7 +334,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"config file not found: {path} (check --config; the shipped configs are under configs/)")
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
@@ -343,8 +344,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     try:
         return config_from_dict(values, overrides)
     except ConfigError as err:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{err}") from None
+        raise ConfigError(f"{_error_source(str(err), path, overrides)}{err}") from None
+
+
+def _error_source(message: str, path: Path | None, overrides: list[str]) -> str:
+    """Where the value a message names came from: the command line when it names an override's
+    key (or the override itself is malformed), else the YAML file."""
+    given: dict[str, str] = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        given[key] = item
+        if item in message or "=" not in item:
+            return f"command line ({item}): "
+    named = re.findall(r"\b[a-z_]+\.[a-z_0-9]+\b", message)
+    from_cli = [given[key] for key in named if key in given]
+    if from_cli:
+        return f"command line ({', '.join(dict.fromkeys(from_cli))}): "
+    return f"{path}: " if path is not None else ""
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -74,3 +74,18 @@ def test_file_errors_name_the_file(tmp_path: Path):
     wrong.write_text("model:\n  mask_ration: 0.9\n")
     with pytest.raises(ConfigError, match=r"wrong.yaml: unknown key 'model.mask_ration'"):
         load_config(wrong)
+
+
+def test_errors_say_whether_the_value_came_from_the_file_or_the_command_line(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  mask_ratio: 0.9\ntraining:\n  batch_size: 4\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["model.mask_ratio=abc"])
+    assert str(info.value).startswith("command line (model.mask_ratio=abc): model.mask_ratio: got 'abc'")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["training.bach_size=4"])
+    assert str(info.value).startswith("command line (training.bach_size=4): unknown key 'training.bach_size'")
+    path.write_text("model:\n  mask_ratio: 1.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["training.batch_size=8"])
+    assert str(info.value).startswith(f"{path}: model.mask_ratio=1.5 must lie in (0, 1)")
