@@ -6,10 +6,9 @@ A token's patch is its tubelet (tubelet x patch x patch pixels x C channels), fl
 
 from __future__ import annotations
 
+import torch
 from einops import rearrange
 from torch import Tensor
-
-import kernels
 
 
 def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
@@ -32,11 +31,33 @@ def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
     return (patches - mean) / (std + eps)
 
 
-def pixel_targets(video01: Tensor, index: Tensor, tubelet: int, patch: int, normalize: bool) -> Tensor:
-    """Target values [B, K, P*C] of the tokens at `index` [B, K] from a [0, 1] video."""
-    patches = patchify(video01.float(), tubelet, patch)  # [B, N, P, C]
-    b, n, p, c = patches.shape
-    picked = kernels.gather_tokens(patches.reshape(b, n, p * c), index).view(b, -1, p, c)
+def embedding_patches(video: Tensor, tubelet: int, patch: int) -> Tensor:
+    """[B, C, F, H, W] -> [B, N, C*tubelet*patch*patch] in (c p0 p1 p2) order: the layout a
+    Conv3d tubelet weight [D, C, tubelet, patch, patch] flattens to."""
+    return rearrange(video, "b c (t p0) (h p1) (w p2) -> b (t h w) (c p0 p1 p2)", p0=tubelet, p1=patch, p2=patch)
+
+
+def gather_patches(video: Tensor, index: Tensor, tubelet: int, patch: int) -> Tensor:
+    """patchify(video)[b, index[b]] -> [B, K, tubelet*patch*patch, C], copying only the K
+    tubelets (the clip is only viewed, never patchified whole)."""
+    b, c, f, h, w = video.shape
+    rows, cols = h // patch, w // patch
+    view = (video.unflatten(2, (f // tubelet, tubelet)).unflatten(4, (rows, patch)).unflatten(6, (cols, patch))
+            .permute(0, 2, 4, 6, 3, 5, 7, 1))  # [B, T, rows, cols, p0, p1, p2, C], a view
+    index = index.long()
+    batch = torch.arange(b, device=index.device)[:, None]
+    picked = view[batch, index // (rows * cols), (index // cols) % rows, index % cols]
+    return picked.reshape(b, index.shape[1], tubelet * patch * patch, c)
+
+
+def pixel_targets(video: Tensor, index: Tensor, tubelet: int, patch: int, normalize: bool,
+                  mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+    """Target values [B, K, P*C] (float32) of the tokens at `index` [B, K]. `video` is in
+    [0, 1], or channel-normalised when `mean`/`std` are given: then only the gathered tubelets
+    are mapped back to [0, 1] (the same values as denormalize_video over the whole clip)."""
+    picked = gather_patches(video, index, tubelet, patch).float()  # [B, K, P, C]
+    if mean is not None:
+        picked = picked * std.to(picked) + mean.to(picked)
     if normalize:
         picked = normalize_patches(picked)
     return picked.flatten(2)
@@ -52,9 +73,8 @@ def predictions_to_pixels(pred: Tensor, video01: Tensor, index: Tensor, tubelet:
                           normalized: bool, eps: float = 1e-6) -> Tensor:
     """Map predicted patches [B, K, P*C] back to [0, 1] pixels; normalised predictions take the
     true patch's mean/std (what a reconstruction picture shows)."""
-    patches = patchify(video01.float(), tubelet, patch)
-    b, n, p, c = patches.shape
-    truth = kernels.gather_tokens(patches.reshape(b, n, p * c), index).view(b, -1, p, c)
+    truth = gather_patches(video01, index, tubelet, patch).float()
+    b, _, p, c = truth.shape
     out = pred.float().view(b, -1, p, c)
     if normalized:
         mean = truth.mean(dim=-2, keepdim=True)

@@ -89,16 +89,24 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-# torch counts its CUDA attention kernels but not the CPU flash kernel SDPA uses on CPU.
-_CPU_ATTENTION = {
+def _onednn_linear(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * x_shape.numel() * w_shape[0]  # tokens x fan_in x fan_out
+
+
+# torch counts its CUDA attention kernels but not the CPU flash kernel SDPA uses on CPU, nor
+# the oneDNN linear everest.models.linear runs on CPU.
+_CPU_KERNELS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
 }
+if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+    _CPU_KERNELS[torch.ops.mkldnn._linear_pointwise] = _onednn_linear
 
 
 def flop_counter() -> FlopCounterMode:
-    """A FlopCounterMode that also counts SDPA's CPU kernel (with torch's own SDPA formulas)."""
-    return FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION)
+    """A FlopCounterMode that also counts SDPA's CPU kernel (with torch's own SDPA formulas) and
+    the oneDNN linear."""
+    return FlopCounterMode(display=False, custom_mapping=_CPU_KERNELS)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -12,6 +12,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from torch import Tensor
 
+from everest.models.linear import Linear
 from everest.models.vit import VideoEncoder, VideoViTSpec, editing
 
 
@@ -32,7 +33,7 @@ class VideoClassifier(nn.Module):
             self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
             trunc_normal_(self.cls_token, std=0.02)
         self.fc_dropout = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(spec.embed_dim, num_outputs)
+        self.head = Linear(spec.embed_dim, num_outputs)
         with editing(list(self.head.parameters())), torch.no_grad():
             trunc_normal_(self.head.weight, std=0.02)
             self.head.weight.mul_(init_scale)

@@ -13,6 +13,7 @@ from timm.layers import trunc_normal_
 from torch import Tensor
 
 import kernels
+from everest.models.linear import Linear
 from everest.models.vit import VideoEncoder, VideoViTSpec, init_vit_weights, make_blocks, run_blocks, sinusoid_table
 
 
@@ -25,7 +26,7 @@ class PixelDecoder(nn.Module):
         dim = spec.decoder_embed_dim
         self.blocks = make_blocks(dim, spec.decoder_depth, spec.decoder_num_heads, spec.decoder_mlp_ratio, spec, 0.0)
         self.norm = nn.LayerNorm(dim, eps=spec.head_norm_eps)
-        self.head = nn.Linear(dim, spec.patch_pixels)
+        self.head = Linear(dim, spec.patch_pixels)
 
     def forward(self, x: Tensor, num_targets: int) -> Tensor:
         x = run_blocks(self.blocks, x, self.spec.use_checkpoint)
@@ -39,7 +40,7 @@ class PretrainAutoencoder(nn.Module):
         super().__init__()
         self.spec = spec
         self.encoder = VideoEncoder(spec, final_norm=spec.encoder_final_norm)
-        self.encoder_to_decoder = nn.Linear(spec.embed_dim, spec.decoder_embed_dim, bias=False)
+        self.encoder_to_decoder = Linear(spec.embed_dim, spec.decoder_embed_dim, bias=False)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, spec.decoder_embed_dim))
         self.register_buffer(
             "decoder_pos_embed", sinusoid_table(spec.num_patches, spec.decoder_embed_dim), persistent=False

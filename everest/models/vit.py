@@ -12,13 +12,14 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 import kernels
 from everest.models.attention import attention
+from everest.models.linear import Linear, linear
+from everest.patches import embedding_patches
 
 # name -> encoder width, depth, heads, MLP ratio; decoder width and heads (VideoMAE / V2 recipes).
 PRESETS: dict[str, dict] = {
@@ -105,14 +106,24 @@ def sinusoid_table(num_positions: int, dim: int) -> Tensor:
 
 
 class PatchEmbed3d(nn.Module):
-    """Tubelet embedding: [B, C, F, H, W] -> [B, N, D], tokens ordered slot-major (t, row, col)."""
+    """Tubelet embedding: [B, C, F, H, W] -> [B, N, D], tokens ordered slot-major (t, row, col).
+
+    The weights are a Conv3d's (kernel = stride = tubelet x patch x patch, VideoMAE's name
+    `patch_embed.proj`); the product runs as one linear layer over the cut-out tubelets, the same
+    function as the convolution with a plain matrix product (`conv_reference` is the twin)."""
 
     def __init__(self, spec: VideoViTSpec):
         super().__init__()
+        self.tubelet, self.patch = spec.tubelet_size, spec.patch_size
         kernel = (spec.tubelet_size, spec.patch_size, spec.patch_size)
         self.proj = nn.Conv3d(spec.in_chans, spec.embed_dim, kernel_size=kernel, stride=kernel)
 
     def forward(self, video: Tensor) -> Tensor:
+        patches = embedding_patches(video, self.tubelet, self.patch)
+        return linear(patches, self.proj.weight.flatten(1), self.proj.bias)
+
+    def conv_reference(self, video: Tensor) -> Tensor:
+        """The same embedding through the Conv3d itself."""
         return self.proj(video).flatten(2).transpose(1, 2)
 
 
@@ -127,13 +138,13 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.backend = backend
         self.attn_drop = attn_drop
-        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.qkv = Linear(dim, dim * 3, bias=False)
         if qkv_bias:
             self.q_bias = nn.Parameter(torch.zeros(dim))
             self.v_bias = nn.Parameter(torch.zeros(dim))
         else:
             self.q_bias = self.v_bias = None
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int | None = None) -> Tensor:
@@ -141,7 +152,7 @@ class Attention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         *lead, width = x.shape
-        qkv = F.linear(x, self.qkv.weight, bias).reshape(*lead, 3, self.num_heads, width // self.num_heads)
+        qkv = linear(x, self.qkv.weight, bias).reshape(*lead, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.unbind(-3)
         if cu_seqlens is not None:  # packed clips: x is [1, total, D]
             q, k, v = q[0], k[0], v[0]
@@ -153,9 +164,9 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -74,9 +74,9 @@ class PretrainObjective(nn.Module):
         selection = self.select(embedded, noise)
         pred = self.model.forward_embedded(embedded, selection.visible, selection.target)
         spec = self.model.spec
-        with torch.no_grad():
-            target = pixel_targets(denormalize_video(video.float(), self.mean, self.std), selection.target,
-                                   spec.tubelet_size, spec.patch_size, self.normalize_target)
+        with torch.no_grad():  # fp32 pixels of the target tubelets only
+            target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size,
+                                   self.normalize_target, mean=self.mean, std=self.std)
         loss = nn.functional.mse_loss(pred.float(), target)
         return loss, pred, selection
 

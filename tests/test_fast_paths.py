@@ -1,0 +1,120 @@
+"""Each fast path of a training step equals its plain reference, forward and gradients, on
+fresh random inputs: oneDNN linears vs F.linear, the linear patch embedding vs its Conv3d,
+target pixels of the target tubelets only vs the whole clip patchified."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from everest.models import PretrainAutoencoder, VideoClassifier, spec_for
+from everest.models.linear import Linear, linear, onednn_available, uses_onednn
+from everest.models.vit import PatchEmbed3d
+from everest.patches import denormalize_video, gather_patches, patchify, pixel_targets
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
+
+
+def _grads(fn, *tensors):
+    out = fn(*tensors)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    (out.float() * weights).sum().backward()
+    return out.detach(), [t.grad.clone() for t in tensors if t.grad is not None]
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,fan_in,fan_out,bias", [((3, 37), 19, 53, True), ((2, 5, 33), 70, 9, False),
+                                                        ((1, 7, 3, 16), 16, 48, True)])
+def test_onednn_linear_equals_f_linear(dtype, shape, fan_in, fan_out, bias):
+    g = torch.Generator().manual_seed(sum(shape) + fan_in)
+    x = torch.randn(*shape[:-1], fan_in, generator=g).to(dtype)
+    w = (torch.randn(fan_out, fan_in, generator=g) / fan_in**0.5).to(dtype)
+    b = torch.randn(fan_out, generator=g).to(dtype) if bias else None
+    assert uses_onednn(x, w)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
+    ours, our_grads = _grads(lambda *t: linear(*t), *leaves)
+    refs = [t.detach().clone().requires_grad_() for t in leaves]  # F.linear in the same dtype
+    ref, ref_grads = _grads(lambda *t: F.linear(*t), *refs)
+    for a, r in zip([ours, *our_grads], [ref, *ref_grads], strict=True):
+        assert a.dtype == r.dtype
+        scale = r.float().abs().max().item()
+        torch.testing.assert_close(a.float(), r.float(), rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
+
+
+def test_linear_falls_back_outside_its_domain(monkeypatch):
+    layer = Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not uses_onednn(x, layer.weight)
+        assert layer(x).dtype == torch.bfloat16  # autocast applies as to any nn.Linear
+    monkeypatch.setenv("EVEREST_LINEAR", "torch")
+    assert not uses_onednn(x, layer.weight)
+    torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+    monkeypatch.setenv("EVEREST_LINEAR", "fastest")
+    with pytest.raises(ValueError, match="EVEREST_LINEAR='fastest'"):
+        layer(x)
+
+
+def test_linear_patch_embedding_equals_conv3d():
+    spec = spec_for("vit-s", num_frames=6, input_size=48, embed_dim=40)
+    embed = PatchEmbed3d(spec)
+    torch.nn.init.normal_(embed.proj.bias)
+    video = torch.randn(2, 3, 6, 48, 48)
+    ours = embed(video)
+    (ours * torch.linspace(-1, 1, ours.numel()).view_as(ours)).sum().backward()
+    grads = [p.grad.clone() for p in embed.parameters()]
+    embed.zero_grad()
+    ref = embed.conv_reference(video)
+    (ref * torch.linspace(-1, 1, ref.numel()).view_as(ref)).sum().backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, p in zip(grads, embed.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_target_tubelets_equal_the_whole_clip_patchified():
+    g = torch.Generator().manual_seed(3)
+    video = torch.randn(3, 3, 6, 32, 48, generator=g)  # 3 slots x 2 x 3 positions
+    index = torch.stack([torch.randperm(18, generator=g)[:7] for _ in range(3)])
+    whole = patchify(video, 2, 16)
+    assert torch.equal(gather_patches(video, index, 2, 16), whole[torch.arange(3)[:, None], index])
+    assert torch.equal(gather_patches(video.transpose(3, 4).contiguous().transpose(3, 4), index, 2, 16),
+                       gather_patches(video, index, 2, 16))  # any strides
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25])
+    for normalize in (True, False):
+        ref = pixel_targets(denormalize_video(video, mean, std), index, 2, 16, normalize)
+        assert torch.equal(pixel_targets(video, index, 2, 16, normalize, mean=mean, std=std), ref)
+
+
+def _step_grads(model, loss_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@needs_onednn
+@pytest.mark.parametrize("task", ["pretrain", "finetune"])
+def test_whole_step_equals_the_torch_linear_step(task, monkeypatch):
+    spec = spec_for("vit-s", depth=2, decoder_depth=1, embed_dim=64, num_heads=4, decoder_embed_dim=32,
+                    decoder_num_heads=2, num_frames=4, input_size=32, attention_backend="sdpa")
+    torch.manual_seed(5)
+    video = torch.randn(2, 3, 4, 32, 32)
+    if task == "pretrain":
+        model = PretrainAutoencoder(spec)
+        visible, target = torch.tensor([[0, 5, 6], [2, 3, 7]]), torch.tensor([[1, 7], [4, 5]])
+        pixels = torch.randn(2, 2, spec.patch_pixels)
+        loss_fn = lambda: F.mse_loss(model(video, visible, target), pixels)  # noqa: E731
+    else:
+        model = VideoClassifier(spec, 5, init_scale=1.0)
+        keep, labels = torch.tensor([[0, 3, 4, 6, 7], [1, 2, 3, 5, 6]]), torch.tensor([1, 4])
+        loss_fn = lambda: F.cross_entropy(model(video, keep), labels)  # noqa: E731
+    loss, grads = _step_grads(model, loss_fn)
+    monkeypatch.setenv("EVEREST_LINEAR", "torch")
+    ref_loss, ref_grads = _step_grads(model, loss_fn)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
