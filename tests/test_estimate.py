@@ -137,3 +137,17 @@ def test_estimate_cli_prints_the_report(root, capsys, ds_config):
     assert float(total_row.rstrip(" |").split("|")[-1]) < 0.6  # EVEREST / VideoMAE
     batch_row = next(line for line in out.splitlines() if line.startswith("| largest micro-batch per GPU |"))
     assert int(batch_row.split("|")[2]) > int(batch_row.split("|")[3]) > 0
+
+
+@pytest.mark.parametrize("strategy", ["everest", "videomae"])
+def test_model_flops_match_the_math_attention_count(strategy):
+    """Without SDPA's recompute the analytical count is what code keeping the scores does."""
+    spec = SPECS["odd"].with_(attention_backend="math")
+    model = PretrainAutoencoder(spec)
+    plan = pretrain_plan(strategy, spec)
+    visible, target = _indices(spec, plan, 2)
+    video = torch.randn(2, 3, spec.num_frames, spec.input_size, spec.input_size)
+    counted = count_flops(lambda: model(video, visible, target).square().mean().backward())
+    flops = pretrain_flops(spec, plan).scaled(2)
+    assert flops.recompute > 0
+    assert flops.model == counted == flops.total - flops.recompute

@@ -1,9 +1,10 @@
 """python -m everest.bench pretrain|finetune --backbone vit-b [--batch 2] [--repeats 3] [--frames 16]
-    [--size 224] [--json FILE] [--plot FILE.png] [--spec depth=2 ...]
+    [--size 224] [--breakdown 3] [--json FILE] [--plot FILE.png] [--spec depth=2 ...]
 
 Prints a Markdown table of counted FLOPs, median wall time, peak memory and tokens per training
 step for each strategy, with ratios against the baseline (VideoMAE tube masking for
-pretraining, all tokens for fine-tuning).
+pretraining, all tokens for fine-tuning), then where each step's time goes: the median of
+every stage (data to device, embed+score+select, encoder, decoder, loss, backward, optimizer).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per strategy (median reported)")
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed steps per strategy before timing, the first one FLOP-counted (>= 1)")
+    parser.add_argument("--breakdown", type=int, default=3,
+                        help="stage-timed steps per strategy after the timed ones (0: no breakdown)")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--patch", type=int, default=16)
@@ -51,8 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--plot", default=None, help="write a bar chart here (.png)")
     args = parser.parse_args(argv)
-    if args.warmup < 1 or args.repeats < 1:
-        parser.error("--warmup and --repeats must be >= 1")
+    if args.warmup < 1 or args.repeats < 1 or args.breakdown < 0:
+        parser.error("--warmup and --repeats must be >= 1, --breakdown >= 0")
     return args
 
 
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]
-    results = measure(bench, args.repeats, args.warmup, log=lambda line: print(line, file=sys.stderr))
+    results = measure(bench, args.repeats, args.warmup, log=lambda line: print(line, file=sys.stderr),
+                      breakdown=args.breakdown)
     print(markdown(bench, results, args.repeats, args.backbone, (load_before, os.getloadavg()[0])))
     if args.json:
         write_json(results, args.json)

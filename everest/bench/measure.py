@@ -3,6 +3,9 @@
 - FLOPs: `torch.utils.flop_counter` over one whole step (the first warm-up step).
 - Wall time: median over `repeats` steps after warm-up, strategies interleaved (A B C A B C
   ...) so that machine noise hits them alike; CUDA is synchronised around each step.
+- Stage breakdown: `breakdown` further interleaved steps per strategy with every stage
+  (`workloads.STAGES`) synchronised and timed; the median of each stage is reported. The
+  synchronisation makes these steps a little slower than the timed ones on CUDA.
 - Memory of one step per strategy, on CUDA from the caching allocator's counters
   (`memory_allocated`, `max_memory_allocated`: weights, optimizer states, gradients,
   activations); on CPU from the process's resident set (VmRSS, and VmHWM reset before the step
@@ -25,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from everest.bench.workloads import Bench, StepTokens, Workload, train_step
+from everest.bench.workloads import STAGES, Bench, StageClock, StepTokens, Workload, train_step
 from everest.estimate.flops import flop_counter
 
 _M_MMAP_THRESHOLD = -3
@@ -36,7 +39,8 @@ _OWN_MAPPING_BYTES = 64 * 1024
 class StrategyResult:
     label: str
     flops: int  # counted, whole step
-    model_flops: int  # analytical (everest.estimate), whole step
+    model_flops: int  # analytical (everest.estimate), whole step, as counted (SDPA recompute included)
+    recompute_flops: int  # of which SDPA's QK^T recompute in the backward
     wall_s: float  # median
     peak_mem_bytes: int | None
     step_mem_bytes: int | None
@@ -44,6 +48,7 @@ class StrategyResult:
     encoder_tokens: int  # whole batch
     decoder_tokens: int
     wall_s_all: list[float] = field(default_factory=list)
+    stage_s: dict[str, float] = field(default_factory=dict)  # median seconds per stage (breakdown)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +117,7 @@ def memory_step(bench: Bench, workload: Workload, meter: CudaMeter | RssMeter) -
     """One training step -> (peak bytes, peak above the start, bytes the forward left held)."""
     meter.start()
     before = meter.current()
-    loss, _ = workload.forward()
+    loss, _ = workload.forward(StageClock(bench.device))
     held = meter.current() - before
     loss.backward()
     bench.optimizer.step()
@@ -130,9 +135,23 @@ def _meter(device: torch.device) -> CudaMeter | RssMeter | None:
         return None
 
 
-def measure(bench: Bench, repeats: int = 3, warmup: int = 1,
-            log: Callable[[str], None] = print) -> dict[str, StrategyResult]:
-    """Counted FLOPs, median wall time and peak memory of every strategy's training step."""
+def stage_breakdown(bench: Bench, steps: int) -> dict[str, dict[str, float]]:
+    """Median seconds per stage of `steps` interleaved, stage-synchronised steps per strategy."""
+    seen: dict[str, dict[str, list[float]]] = {w.name: {} for w in bench.workloads}
+    for _ in range(steps):
+        for w in bench.workloads:
+            clock = StageClock(bench.device, enabled=True)
+            train_step(bench, w, clock)
+            for stage, seconds in clock.seconds.items():
+                seen[w.name].setdefault(stage, []).append(seconds)
+    return {name: {stage: statistics.median(stages[stage]) for stage in STAGES if stage in stages}
+            for name, stages in seen.items()}
+
+
+def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print,
+            breakdown: int = 0) -> dict[str, StrategyResult]:
+    """Counted FLOPs, median wall time, peak memory and (breakdown > 0) per-stage medians of
+    every strategy's training step."""
     flops: dict[str, int] = {}
     counts: dict[str, StepTokens] = {}
     for w in bench.workloads:  # first warm-up step, counted
@@ -147,12 +166,14 @@ def measure(bench: Bench, repeats: int = 3, warmup: int = 1,
         for w in bench.workloads:
             walls[w.name].append(timed(lambda: train_step(bench, w), bench.device))
         log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in walls.items()))
+    stages = stage_breakdown(bench, breakdown) if breakdown else {}
     meter = _meter(bench.device)
     results = {}
     for w in bench.workloads:
         peak, step, held = memory_step(bench, w, meter) if meter else (None, None, None)
         results[w.name] = StrategyResult(
             label=w.label, flops=flops[w.name], model_flops=w.model_flops.total,
+            recompute_flops=w.model_flops.recompute, stage_s=stages.get(w.name, {}),
             wall_s=statistics.median(walls[w.name]), peak_mem_bytes=peak, step_mem_bytes=step,
             activation_bytes=held, encoder_tokens=counts[w.name].encoder, decoder_tokens=counts[w.name].decoder,
             wall_s_all=walls[w.name])

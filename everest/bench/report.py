@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from everest.bench.measure import StrategyResult
-from everest.bench.workloads import Bench
+from everest.bench.workloads import STAGES, Bench
 
 GIB = 2**30
 
@@ -57,18 +57,20 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         "",
         f"{describe_device(bench.device)}, torch {torch.__version__}, {str(bench.dtype).removeprefix('torch.')}; "
         f"wall time: median of {repeats} interleaved steps after warm-up (forward, backward, AdamW step); "
-        f"FLOPs: torch.utils.flop_counter over one step; {memory_note(bench.device)}; "
+        f"FLOPs: torch.utils.flop_counter over one step (\"recompute\": the part that is SDPA recomputing "
+        f"QK^T in the backward, which code keeping the scores does not do); {memory_note(bench.device)}; "
         "step memory: peak minus what was held before the step; activations: what the forward left held."
         + (f" Host load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs)."
            if load else ""),
         "",
-        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | wall s | peak mem GiB "
-        "| step mem GiB | activations GiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | of which recompute "
+        "| wall s | peak mem GiB | step mem GiB | activations GiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results.values():
         lines.append(f"| {r.label} | {r.encoder_tokens} | {r.decoder_tokens} | {r.flops / 1e9:.1f} | "
-                     f"{r.model_flops / 1e9:.1f} | {r.wall_s:.3f} | {_gib(r.peak_mem_bytes)} | "
+                     f"{r.model_flops / 1e9:.1f} | {r.recompute_flops / 1e9:.1f} | {r.wall_s:.3f} | "
+                     f"{_gib(r.peak_mem_bytes)} | "
                      f"{_gib(r.step_mem_bytes)} | "
                      f"{_gib(r.activation_bytes)} |")
     for name, r in results.items():
@@ -76,7 +78,8 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
             continue
         lines.append(f"| {r.label} / {base.label} | {_ratio(r.encoder_tokens, base.encoder_tokens)} | "
                      f"{_ratio(r.decoder_tokens, base.decoder_tokens)} | {_ratio(r.flops, base.flops)} | "
-                     f"{_ratio(r.model_flops, base.model_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
+                     f"{_ratio(r.model_flops, base.model_flops)} | "
+                     f"{_ratio(r.recompute_flops, base.recompute_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
                      f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | "
                      f"{_ratio(r.step_mem_bytes, base.step_mem_bytes)} | "
                      f"{_ratio(r.activation_bytes, base.activation_bytes)} |")
@@ -85,9 +88,29 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         if name == bench.baseline:
             continue
         flops_ratio, wall_ratio = r.flops / base.flops, r.wall_s / base.wall_s
-        lines.append(f"{r.label} / {base.label}: FLOPs {flops_ratio:.3f}, wall time {wall_ratio:.3f} "
+        no_recompute = (r.model_flops - r.recompute_flops) / max(base.model_flops - base.recompute_flops, 1)
+        lines.append(f"{r.label} / {base.label}: FLOPs {flops_ratio:.3f} ({no_recompute:.3f} without the "
+                     f"recompute), wall time {wall_ratio:.3f} "
                      f"({100 * (wall_ratio / flops_ratio - 1):+.1f}% from the FLOPs ratio)")
+    if any(r.stage_s for r in results.values()):
+        lines += ["", *stage_table(results)]
     return "\n".join(lines)
+
+
+def stage_table(results: dict[str, StrategyResult]) -> list[str]:
+    """Median seconds per stage and its share of the stages' sum, one column pair per strategy."""
+    shown = [r for r in results.values() if r.stage_s]
+    lines = ["Where a step's time goes (median seconds per stage over the breakdown steps, each stage "
+             "synchronised; share of the step in brackets):", "",
+             "| stage | " + " | ".join(r.label for r in shown) + " |",
+             "| --- |" + " ---: |" * len(shown)]
+    totals = [sum(r.stage_s.values()) for r in shown]
+    for stage in STAGES:
+        cells = [f"{r.stage_s[stage]:.4f} ({100 * r.stage_s[stage] / t:.0f}%)" if stage in r.stage_s else "-"
+                 for r, t in zip(shown, totals)]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines.append("| sum | " + " | ".join(f"{t:.4f}" for t in totals) + " |")
+    return lines
 
 
 def write_json(results: dict[str, StrategyResult], path: str | Path) -> None:

@@ -1,21 +1,54 @@
-"""The training steps the benchmark compares: one shared model, optimizer and batch, and one
-forward per strategy built from the same calls the training tasks make (patch embedding,
-`everest.tokens` selection, the model's `forward_embedded`, `everest.patches` targets)."""
+"""The training steps the benchmark compares: one shared model, optimizer and uint8 batch, and
+one forward per strategy built from the same calls the training tasks make (`to_model_input`,
+patch embedding, `everest.tokens` selection, the model's encode/decode, `everest.patches`
+targets of the target tubelets). Each step runs its stages under a `StageClock`, which either
+does nothing (timed steps) or synchronises and times every stage (the breakdown)."""
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from everest import tokens
+from everest.data import to_model_input
 from everest.estimate.flops import StepFlops, finetune_flops, pretrain_flops
 from everest.estimate.plans import finetune_plan, pretrain_plan
 from everest.models import PretrainAutoencoder, VideoClassifier, VideoViTSpec
 from everest.patches import pixel_targets
+
+STAGES = ("data to device", "embed+score+select", "encoder", "decoder", "loss", "backward", "optimizer")
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class StageClock:
+    """`with clock("encoder"): ...` adds the stage's wall time to `seconds` when enabled
+    (synchronising CUDA around it); disabled it costs nothing."""
+
+    def __init__(self, device: torch.device, enabled: bool = False):
+        self.device, self.enabled = device, enabled
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[stage] += time.perf_counter() - start
 
 
 @dataclass
@@ -29,7 +62,7 @@ class Workload:
     name: str  # the JSON key
     label: str
     model_flops: StepFlops  # analytical, whole batch
-    forward: Callable[[], tuple[Tensor, StepTokens]]  # -> (loss, tokens)
+    forward: Callable[[StageClock], tuple[Tensor, StepTokens]]  # -> (loss, tokens)
 
 
 @dataclass
@@ -45,13 +78,21 @@ class Bench:
     baseline: str  # the strategy ratios are taken against
 
 
-def train_step(bench: Bench, workload: Workload) -> StepTokens:
+def train_step(bench: Bench, workload: Workload, clock: StageClock | None = None) -> StepTokens:
     """Forward, backward, optimizer step; gradients freed after the step (not held between steps)."""
-    loss, counts = workload.forward()
-    loss.backward()
-    bench.optimizer.step()
-    bench.optimizer.zero_grad(set_to_none=True)
+    clock = clock or StageClock(bench.device)
+    loss, counts = workload.forward(clock)
+    with clock("backward"):
+        loss.backward()
+    with clock("optimizer"):
+        bench.optimizer.step()
+        bench.optimizer.zero_grad(set_to_none=True)
     return counts
+
+
+def _model_input(clip: Tensor, device: torch.device, clock: StageClock) -> Tensor:
+    with clock("data to device"):
+        return to_model_input(clip, MEAN, STD, device, torch.float32)
 
 
 def _decode_all(model: PretrainAutoencoder, embedded: Tensor) -> Tensor:
@@ -61,55 +102,67 @@ def _decode_all(model: PretrainAutoencoder, embedded: Tensor) -> Tensor:
     return model.decoder(x, x.shape[1])
 
 
-def _pretrain_forward(model: PretrainAutoencoder, video: Tensor, video01: Tensor, strategy: str,
-                      rho: float, mask_ratio: float) -> Callable[[], tuple[Tensor, StepTokens]]:
+def _pretrain_forward(model: PretrainAutoencoder, clip: Tensor, device: torch.device, dtype: torch.dtype,
+                      strategy: str, rho: float, mask_ratio: float) -> Callable[[StageClock], tuple[Tensor, StepTokens]]:
     spec = model.spec
-    batch, n = video.shape[0], spec.num_patches
+    batch, n = clip.shape[0], spec.num_patches
     mask_type = {"everest": "motion-centric", "videomae": "tube"}.get(strategy)
+    mean, std = torch.tensor(MEAN, device=device), torch.tensor(STD, device=device)
 
-    def forward() -> tuple[Tensor, StepTokens]:
-        embedded = model.embed(video)
+    def forward(clock: StageClock) -> tuple[Tensor, StepTokens]:
+        video = _model_input(clip, device, clock)
         if mask_type is None:
-            target = torch.arange(n, device=video.device).expand(batch, n)
-            pred = _decode_all(model, embedded)
+            with clock("embed+score+select"):
+                embedded = model.embed(video.to(dtype))
+                target = torch.arange(n, device=device).expand(batch, n)
+            with clock("encoder"):  # encoder and decoder together: no split without masking
+                pred = _decode_all(model, embedded)
             counts = StepTokens(batch * n, batch * n)
         else:
-            selection = tokens.select_for_pretraining(embedded.detach(), spec.grid, mask_type, mask_ratio, rho)
-            target = selection.target
-            pred = model.forward_embedded(embedded, selection.visible, target)
-            visible = selection.visible.shape[1]
-            counts = StepTokens(batch * visible, batch * (visible + target.shape[1]))
-        with torch.no_grad():
-            pixels = pixel_targets(video01, target, spec.tubelet_size, spec.patch_size, normalize=True)
-        return F.mse_loss(pred.float(), pixels), counts
+            with clock("embed+score+select"):
+                embedded = model.embed(video.to(dtype))
+                selection = tokens.select_for_pretraining(embedded.detach(), spec.grid, mask_type, mask_ratio, rho)
+                visible, target = selection.visible, selection.target
+            with clock("encoder"):
+                latent = model.encode(embedded, visible)
+            with clock("decoder"):
+                pred = model.decode(latent, visible, target)
+            counts = StepTokens(batch * visible.shape[1], batch * (visible.shape[1] + target.shape[1]))
+        with clock("loss"):
+            with torch.no_grad():
+                pixels = pixel_targets(video, target, spec.tubelet_size, spec.patch_size, True, mean=mean, std=std)
+            loss = F.mse_loss(pred.float(), pixels)
+        return loss, counts
 
     return forward
 
 
-def _finetune_forward(model: VideoClassifier, video: Tensor, labels: Tensor, strategy: str,
-                      mcm_ratio: float) -> Callable[[], tuple[Tensor, StepTokens]]:
+def _finetune_forward(model: VideoClassifier, clip: Tensor, device: torch.device, dtype: torch.dtype,
+                      labels: Tensor, strategy: str, mcm_ratio: float) -> Callable[[StageClock], tuple[Tensor, StepTokens]]:
     spec = model.spec
 
-    def forward() -> tuple[Tensor, StepTokens]:
-        embedded = model.embed(video)
-        keep = None
-        if strategy == "everest":
-            keep = tokens.select_for_finetuning(embedded.detach(), spec.grid, mcm_ratio).visible
-        out = model.forward_embedded(embedded, keep).float()
+    def forward(clock: StageClock) -> tuple[Tensor, StepTokens]:
+        video = _model_input(clip, device, clock)
+        with clock("embed+score+select"):
+            embedded = model.embed(video.to(dtype))
+            keep = None
+            if strategy == "everest":
+                keep = tokens.select_for_finetuning(embedded.detach(), spec.grid, mcm_ratio).visible
+        with clock("encoder"):  # encoder, pooling and the linear head
+            out = model.forward_embedded(embedded, keep).float()
+        with clock("loss"):
+            loss = F.cross_entropy(out, labels)
         kept = spec.num_patches if keep is None else keep.shape[1]
-        return F.cross_entropy(out, labels), StepTokens(video.shape[0] * kept, 0)
+        return loss, StepTokens(clip.shape[0] * kept, 0)
 
     return forward
 
 
-def _inputs(spec: VideoViTSpec, batch: int, device: torch.device, dtype: torch.dtype,
-            generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """A [0, 1] clip batch and its normalised model input (ImageNet-style mean/std)."""
-    shape = (batch, spec.in_chans, spec.num_frames, spec.input_size, spec.input_size)
-    video01 = torch.rand(shape, generator=generator).to(device)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1, 1)
-    return video01, ((video01 - mean) / std).to(dtype)
+def _clip_batch(spec: VideoViTSpec, batch: int, generator: torch.Generator) -> Tensor:
+    """A random uint8 clip batch [B, F, H, W, 3] on the host, as the data loader yields it."""
+    shape = (batch, spec.num_frames, spec.input_size, spec.input_size, spec.in_chans)
+    clip = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+    return clip.pin_memory() if torch.cuda.is_available() else clip
 
 
 def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device, dtype: torch.dtype,
@@ -119,14 +172,14 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
     the listed ones, which must include the baseline)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    video01, video = _inputs(spec, batch, device, dtype, generator)
+    clip = _clip_batch(spec, batch, generator)
     if task == "pretrain":
         model = PretrainAutoencoder(spec).to(device, dtype)
         labels = {"everest": f"EVEREST motion-centric (rho {rho}, mask {mask_ratio})",
                   "videomae": f"VideoMAE tube (mask {mask_ratio})", "none": "no masking"}
         workloads = [
             Workload(name, label, pretrain_flops(spec, pretrain_plan(name, spec, rho, mask_ratio)).scaled(batch),
-                     _pretrain_forward(model, video, video01, name, rho, mask_ratio))
+                     _pretrain_forward(model, clip, device, dtype, name, rho, mask_ratio))
             for name, label in labels.items()
         ]
         baseline = "videomae"
@@ -136,7 +189,7 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
         labels = {"everest": f"EVEREST MCM (mcm_ratio {mcm_ratio})", "none": "all tokens (VideoMAE)"}
         workloads = [
             Workload(name, label, finetune_flops(spec, finetune_plan(name, spec, mcm_ratio), num_classes).scaled(batch),
-                     _finetune_forward(model, video, classes, name, mcm_ratio))
+                     _finetune_forward(model, clip, device, dtype, classes, name, mcm_ratio))
             for name, label in labels.items()
         ]
         baseline = "none"

@@ -6,6 +6,11 @@ optimizer are not counted). Per transformer block over n tokens of width d and M
 linears 2n(4d^2 + 2dh) forward and twice that backward (input and weight gradients);
 attention 4n^2 d forward and 10n^2 d backward (torch's SDPA backward formula). The patch
 embedding's input needs no gradient, so its backward is one weight gradient.
+
+Of the 10n^2 d, 2n^2 d is SDPA's recomputation of the scores QK^T, the price of not storing
+them: code that materialises the n x n scores (the published EVEREST/VideoMAE attention)
+needs 8n^2 d. `StepFlops.recompute` holds that part apart, and `StepFlops.model` is the count
+without it, which compares like for like with such code.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class StepFlops:
     encoder_backward: int
     decoder_forward: int
     decoder_backward: int
+    recompute: int = 0  # SDPA's QK^T recompute, already inside the *_backward figures
 
     @property
     def encoder(self) -> int:
@@ -40,7 +46,13 @@ class StepFlops:
 
     @property
     def total(self) -> int:
+        """What torch's FLOP counter counts for the step (recompute included)."""
         return self.encoder + self.decoder
+
+    @property
+    def model(self) -> int:
+        """The step's FLOPs without SDPA's recompute (attention scores kept, as the math path does)."""
+        return self.total - self.recompute
 
     def scaled(self, clips: int) -> "StepFlops":
         return StepFlops(**{k: v * clips for k, v in asdict(self).items()})
@@ -59,6 +71,11 @@ def stack_flops(tokens: int, width: int, depth: int, mlp_ratio: float) -> tuple[
     return depth * (linears + attention), depth * (2 * linears + 10 * tokens * tokens * width)
 
 
+def recompute_flops(tokens: int, width: int, depth: int) -> int:
+    """The part of `stack_flops`' backward that is SDPA recomputing QK^T (2n^2 d per block)."""
+    return depth * 2 * tokens * tokens * width
+
+
 def _encoder_flops(spec: VideoViTSpec, tokens: int) -> tuple[int, int]:
     embed = linear_flops(spec.num_patches, spec.patch_pixels, spec.embed_dim)
     forward, backward = stack_flops(tokens, spec.embed_dim, spec.depth, spec.mlp_ratio)
@@ -71,14 +88,16 @@ def pretrain_flops(spec: VideoViTSpec, plan: TokenPlan) -> StepFlops:
     dec_fwd, dec_bwd = stack_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth, spec.decoder_mlp_ratio)
     ends = linear_flops(plan.encoder, spec.embed_dim, spec.decoder_embed_dim) \
         + linear_flops(plan.targets, spec.decoder_embed_dim, spec.patch_pixels)
-    return StepFlops(enc_fwd, enc_bwd, dec_fwd + ends, dec_bwd + 2 * ends)
+    recompute = recompute_flops(plan.encoder, spec.embed_dim, spec.depth) \
+        + recompute_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth)
+    return StepFlops(enc_fwd, enc_bwd, dec_fwd + ends, dec_bwd + 2 * ends, recompute)
 
 
 def finetune_flops(spec: VideoViTSpec, plan: TokenPlan, num_outputs: int) -> StepFlops:
     """Per clip: encoder over plan.encoder tokens, then the pooled linear head."""
     enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
     head = linear_flops(1, spec.embed_dim, num_outputs)
-    return StepFlops(enc_fwd, enc_bwd, head, 2 * head)
+    return StepFlops(enc_fwd, enc_bwd, head, 2 * head, recompute_flops(plan.encoder, spec.embed_dim, spec.depth))
 
 
 def _cpu_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:

@@ -54,14 +54,21 @@ class PretrainAutoencoder(nn.Module):
         """Patch tokens [B, N, D] without positions; score them (detached) to select tokens."""
         return self.encoder.embed(video)
 
-    def forward_embedded(self, tokens: Tensor, visible: Tensor, target: Tensor) -> Tensor:
-        """tokens [B, N, D], visible [B, V], target [B, M] -> predicted pixels [B, M, P]."""
-        latent = self.encoder_to_decoder(self.encoder.encode(tokens, visible))
+    def encode(self, tokens: Tensor, visible: Tensor) -> Tensor:
+        """tokens [B, N, D], visible [B, V] -> encoded visible tokens at decoder width [B, V, Dd]."""
+        return self.encoder_to_decoder(self.encoder.encode(tokens, visible))
+
+    def decode(self, latent: Tensor, visible: Tensor, target: Tensor) -> Tensor:
+        """Encoded visible tokens [B, V, Dd] + mask tokens at `target` [B, M] -> pixels [B, M, P]."""
         batch, num_targets = target.shape
         pos = self.decoder_pos_embed.to(latent.dtype)
         masked = self.mask_token.expand(batch, num_targets, -1) + pos[target]
         decoder_in = torch.cat([latent + pos[visible], masked], dim=1)
         return self.decoder(decoder_in, num_targets)
+
+    def forward_embedded(self, tokens: Tensor, visible: Tensor, target: Tensor) -> Tensor:
+        """tokens [B, N, D], visible [B, V], target [B, M] -> predicted pixels [B, M, P]."""
+        return self.decode(self.encode(tokens, visible), visible, target)
 
     def forward(self, video: Tensor, visible: Tensor, target: Tensor) -> Tensor:
         """video [B, C, F, H, W] (normalised) -> predicted pixels of the target tokens."""
