@@ -260,6 +260,28 @@ def read_source_frames(path: str | Path, indices: Sequence[int], threads: int = 
     return np.stack([decoded[int(i)] for i in indices])
 
 
+def probe_source(path: str | Path) -> tuple[int, float]:
+    """(frame count, frames per second) of a source file's video stream, without decoding: the
+    count the container records, else the number of video packets. Raises VideoReadError."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoReadError("missing file" if not path.exists() else "not a file")
+    if path.stat().st_size == 0:
+        raise VideoReadError("empty file")
+    container, stream = _open_video(path)
+    with container:
+        fps = _stream_fps(stream) or 30.0
+        count = stream.frames
+        try:
+            if not count:
+                count = sum(1 for packet in container.demux(stream) if packet.size)
+        except av.error.FFmpegError as err:
+            raise VideoReadError(f"cannot read packets: {err}") from None
+    if not count:
+        raise VideoReadError("no video frames")
+    return int(count), fps
+
+
 def iter_source_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Every frame of a source video as RGB uint8 [H, W, 3]."""
     container, stream = _open_video(Path(path))

@@ -192,6 +192,15 @@ def read_index(dataset: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def source_paths(dataset: str | Path) -> dict[int, str]:
+    """video_id -> the source video's path as prepared, for a local prepared dataset; empty
+    when there is no readable everest index (e.g. a remote dataset)."""
+    try:
+        return {int(v["video_id"]): str(v["path"]) for v in read_index(dataset)["videos"]}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     """`launch/prepare_data.py`: the command-line front end of `prepare_dataset`."""
     parser = argparse.ArgumentParser(description="Prepare videos + annotations into litdata shards for EVEREST.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class LoadedWeights:
     spec: VideoViTSpec | None
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # the checkpoint as given to read_weights (named in errors)
 
 
 # ------------------------------------------------------------------------------- HF names
@@ -279,7 +280,10 @@ def _meta_for_dir(path: Path) -> dict[str, Any]:
 
 def read_weights(path: str | Path) -> LoadedWeights:
     """Read any supported checkpoint into canonical names (no model is built)."""
-    path = Path(path)
+    return replace(_read_any(Path(path)), path=str(path))
+
+
+def _read_any(path: Path) -> LoadedWeights:
     if not path.exists():
         raise WeightsError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -368,18 +372,24 @@ def _spec_for_loading(loaded: LoadedWeights, overrides: dict[str, Any]) -> Video
     return _infer_spec(loaded.state_dict, **overrides)
 
 
-def load_encoder(path_or_dir: str | Path, **overrides: Any) -> VideoEncoder:
-    """An encoder (eval mode) from any supported checkpoint. `forward(video)` with video
-    [B, 3, F, H, W] normalised returns token features [B, N, D] after the final norm.
-    Overrides set VideoViTSpec fields, e.g. num_frames=8, input_size=160."""
-    loaded = read_weights(path_or_dir)
+def _loaded(source: str | Path | LoadedWeights) -> tuple[LoadedWeights, str]:
+    """The weights and the name errors give them."""
+    loaded = source if isinstance(source, LoadedWeights) else read_weights(source)
+    return loaded, loaded.path or loaded.source
+
+
+def load_encoder(path_or_dir: str | Path | LoadedWeights, **overrides: Any) -> VideoEncoder:
+    """An encoder (eval mode) from any supported checkpoint (or weights `read_weights` already
+    read). `forward(video)` with video [B, 3, F, H, W] normalised returns token features
+    [B, N, D] after the final norm. Overrides set VideoViTSpec fields, e.g. num_frames=8."""
+    loaded, name = _loaded(path_or_dir)
     spec = _spec_for_loading(loaded, overrides)
     has_norm = "encoder.norm.weight" in loaded.state_dict
     encoder = VideoEncoder(spec, final_norm=has_norm)
     enc_sd = {k[len("encoder."):]: v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
-    report = load_into(encoder, enc_sd, source=str(path_or_dir))
+    report = load_into(encoder, enc_sd, source=name)
     if report.missing:
-        raise WeightsError(f"{path_or_dir}: the encoder is incomplete: {report}")
+        raise WeightsError(f"{name}: the encoder is incomplete: {report}")
     return encoder.eval()
 
 
@@ -395,17 +405,18 @@ def load_pretrain_model(path_or_dir: str | Path, **overrides: Any) -> PretrainAu
     return model.eval()
 
 
-def load_classifier(path_or_dir: str | Path, **overrides: Any) -> VideoClassifier:
-    """A fine-tuned classifier/regressor (eval mode) from a checkpoint that holds its head."""
-    loaded = read_weights(path_or_dir)
+def load_classifier(path_or_dir: str | Path | LoadedWeights, **overrides: Any) -> VideoClassifier:
+    """A fine-tuned classifier/regressor (eval mode) from a checkpoint that holds its head
+    (or from weights `read_weights` already read)."""
+    loaded, name = _loaded(path_or_dir)
     sd = loaded.state_dict
     if "head.weight" not in sd:
-        raise WeightsError(f"{path_or_dir}: holds no classification/regression head")
+        raise WeightsError(f"{name}: holds no classification/regression head")
     mean_pooling = loaded.meta.get("use_mean_pooling", "fc_norm.weight" in sd)
     model = VideoClassifier(_spec_for_loading(loaded, overrides), sd["head.weight"].shape[0], mean_pooling)
-    report = load_into(model, sd, source=str(path_or_dir))
+    report = load_into(model, sd, source=name)
     if report.missing:
-        raise WeightsError(f"{path_or_dir}: the classifier is incomplete: {report}")
+        raise WeightsError(f"{name}: the classifier is incomplete: {report}")
     return model.eval()
 
 
