@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from everest.config import Config
 from everest.data import build_dataloader, to_model_input
+from everest.data.prepare import source_paths
 from everest.engine.distributed import DistInfo
 from everest.metrics import classification_metrics, classification_sums, regression_metrics, regression_sums
 from everest.models import load_classifier
@@ -65,24 +66,29 @@ def metrics_from_predictions(predictions: dict[int, dict[str, Any]], task_type: 
     return regression_metrics(regression_sums(outputs, labels.float()), "test_")
 
 
-def write_predictions(predictions: dict[int, dict[str, Any]], task_type: str, out_dir: Path) -> dict[str, Any]:
+def write_predictions(predictions: dict[int, dict[str, Any]], task_type: str, out_dir: Path,
+                      paths: dict[int, str] | None = None) -> dict[str, Any]:
+    """predictions.csv (one row per video: its index, source path when known, label and
+    prediction) and summary.json (the metrics) in `out_dir`; returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = paths or {}
     with open(out_dir / "predictions.csv", "w", newline="") as f:
         writer = csv.writer(f)
         if task_type == "classification":
-            writer.writerow(["index", "label", "prediction", "confidence", "top5"])
+            writer.writerow(["index", "path", "label", "prediction", "confidence", "top5"])
             for index in sorted(predictions):
                 probs = torch.tensor(predictions[index]["output"])
                 top = probs.topk(min(5, probs.numel()))
-                writer.writerow([index, predictions[index]["label"], int(top.indices[0]), f"{top.values[0]:.6f}",
-                                 " ".join(str(int(i)) for i in top.indices)])
+                writer.writerow([index, paths.get(index, ""), predictions[index]["label"], int(top.indices[0]),
+                                 f"{top.values[0]:.6f}", " ".join(str(int(i)) for i in top.indices)])
         else:
             dims = len(predictions[next(iter(predictions))]["output"]) if predictions else 0
-            writer.writerow(["index"] + [f"label{j}" for j in range(dims)] + [f"prediction{j}" for j in range(dims)])
+            writer.writerow(["index", "path"] + [f"label{j}" for j in range(dims)] +
+                            [f"prediction{j}" for j in range(dims)])
             for index in sorted(predictions):
                 label = predictions[index]["label"]
                 label = label if isinstance(label, list) else [label]
-                writer.writerow([index] + [f"{x:.6g}" for x in label] +
+                writer.writerow([index, paths.get(index, "")] + [f"{x:.6g}" for x in label] +
                                 [f"{x:.6g}" for x in predictions[index]["output"]])
     summary = {"videos": len(predictions), "metrics": metrics_from_predictions(predictions, task_type)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -99,4 +105,5 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, split: str, dist_in
     predictions = _gather(predict_views(objective, loader, cfg, dist_info.device))
     if not dist_info.is_main:
         return None
-    return write_predictions(predictions, cfg.model.task_type, out_dir)
+    paths = source_paths(loader.dataset.input_dir.path) if loader.dataset.input_dir.path else {}
+    return write_predictions(predictions, cfg.model.task_type, out_dir, paths)
