@@ -106,4 +106,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, split: str, dist_in
     if not dist_info.is_main:
         return None
     paths = source_paths(loader.dataset.input_dir.path) if loader.dataset.input_dir.path else {}
-    return write_predictions(predictions, cfg.model.task_type, out_dir, paths)
+    summary = {"checkpoint": str(checkpoint), **write_predictions(predictions, cfg.model.task_type, out_dir, paths)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))  # says which checkpoint was scored
+    return summary

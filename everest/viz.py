@@ -4,6 +4,8 @@ One grid per clip, one column per shown frame, rows:
   original | masked (dropped tokens dark, visible as input, targets tinted red) |
   reconstruction (targets predicted, visible as input, dropped dark) | motion-score heatmap.
 `selection_grid` draws the same picture without a model's predictions (no reconstruction row).
+Both label their pictures (`labelled=True`): row titles on the left, frame numbers on top and a
+legend below; `labelled=False` gives the bare grid of panels.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from everest.patches import predictions_to_pixels, reconstruct_video, unpatchify
 DROPPED_LEVEL = 0.08
 TARGET_TINT = torch.tensor([1.0, 0.15, 0.15])
 SEPARATOR = 2
+# Margins of a labelled picture (pixels): row titles on the left, frame numbers on top, legend below.
+LEFT_MARGIN, TOP_MARGIN, LEGEND_HEIGHT = 100, 16, 22
+ROW_TITLES = {"original": "original", "masked": "masked input", "reconstruction": "reconstruction",
+              "heatmap": "motion score"}
 
 
 def token_map(values: Tensor, spec: VideoViTSpec) -> Tensor:
@@ -91,15 +97,67 @@ def grid_image(rows: list[Tensor], frames: list[int]) -> np.ndarray:
     return (canvas.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def _legend_swatches() -> list[tuple[tuple[int, ...], str]]:
+    grey = 0.6
+    tinted = tuple(int(255 * (0.5 * grey + 0.5 * c)) for c in TARGET_TINT.tolist())
+    return [((int(255 * grey),) * 3, "visible: encoder input"), (tinted, "target: reconstructed"),
+            ((int(255 * DROPPED_LEVEL),) * 3, "dropped: never enters the model")]
+
+
+def annotate(grid: np.ndarray, titles: list[str], frames: list[int], heatmap: bool) -> np.ndarray:
+    """`grid` (rows of panels, one column per frame) with row titles, frame numbers and a legend
+    of the token roles (and of the heatmap's colours)."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    h, w, _ = grid.shape
+    panel_h = (h - (len(titles) - 1) * SEPARATOR) // len(titles)
+    panel_w = (w - (len(frames) - 1) * SEPARATOR) // len(frames)
+    items = _legend_swatches()
+    legend_width = 8 + sum(29 + int(font.getlength(text)) for _, text in items) + (
+        int(font.getlength("motion score: low")) + 90 if heatmap else 0)
+    canvas = Image.new("RGB", (max(LEFT_MARGIN + w, legend_width), TOP_MARGIN + h + LEGEND_HEIGHT), "white")
+    canvas.paste(Image.fromarray(grid), (LEFT_MARGIN, TOP_MARGIN))
+    draw = ImageDraw.Draw(canvas)
+    for r, title in enumerate(titles):
+        draw.text((4, TOP_MARGIN + r * (panel_h + SEPARATOR) + panel_h // 2 - 6), title, fill="black", font=font)
+    for c, f in enumerate(frames):
+        draw.text((LEFT_MARGIN + c * (panel_w + SEPARATOR) + 2, 2), f"frame {f}", fill="black", font=font)
+    x, y = 4, TOP_MARGIN + h + 5
+    for colour, text in items:
+        draw.rectangle((x, y, x + 11, y + 11), fill=colour, outline="black")
+        draw.text((x + 15, y), text, fill="black", font=font)
+        x += 29 + int(font.getlength(text))
+    if heatmap:
+        ramp = (colormaps["inferno"](np.linspace(0, 1, 48))[:, :3] * 255).astype(np.uint8)
+        draw.text((x, y), "motion score: low", fill="black", font=font)
+        x += int(font.getlength("motion score: low")) + 4
+        canvas.paste(Image.fromarray(np.repeat(ramp[None], 12, axis=0)), (x, y))
+        draw.text((x + 52, y), "high", fill="black", font=font)
+    return np.asarray(canvas)
+
+
+def _titles(with_reconstruction: bool, with_heatmap: bool) -> list[str]:
+    keys = ["original", "masked"] + (["reconstruction"] if with_reconstruction else []) + (
+        ["heatmap"] if with_heatmap else [])
+    return [ROW_TITLES[k] for k in keys]
+
+
 def reconstruction_grid(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
-                        normalized: bool, scores: Tensor | None = None, frames_to_show: int = 8) -> np.ndarray:
+                        normalized: bool, scores: Tensor | None = None, frames_to_show: int = 8,
+                        labelled: bool = True) -> np.ndarray:
     """One clip's grid as a uint8 HxWx3 array (see the module docstring for the rows)."""
     rows = reconstruction_rows(video01, visible, target, pred, spec, normalized, scores)
-    return grid_image(rows, frame_indices(video01.shape[1], frames_to_show))
+    frames = frame_indices(video01.shape[1], frames_to_show)
+    grid = grid_image(rows, frames)
+    return annotate(grid, _titles(True, scores is not None), frames, scores is not None) if labelled else grid
 
 
 def selection_grid(video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec,
-                   scores: Tensor | None = None, frames_to_show: int = 8) -> np.ndarray:
+                   scores: Tensor | None = None, frames_to_show: int = 8, labelled: bool = True) -> np.ndarray:
     """Like `reconstruction_grid` without predictions: original, masked and heatmap rows."""
     rows = selection_rows(video01, visible, target, spec, scores)
-    return grid_image(rows, frame_indices(video01.shape[1], frames_to_show))
+    frames = frame_indices(video01.shape[1], frames_to_show)
+    grid = grid_image(rows, frames)
+    return annotate(grid, _titles(False, scores is not None), frames, scores is not None) if labelled else grid

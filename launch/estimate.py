@@ -18,6 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
 from everest.engine import distributed  # noqa: E402,F401  (first: selects DeepSpeed's accelerator)
 from everest.engine.cli import exit_on_user_error  # noqa: E402
 

@@ -5,7 +5,9 @@
     deepspeed --num_gpus N launch/evaluate.py ...     # shards the videos over ranks
 
 CKPT is a fine-tuning checkpoint in any format (a DeepSpeed run folder or tag, an exported .pt,
-an official .pth, a Hugging Face folder).
+an official .pth, a Hugging Face folder). A run folder is scored at its best checkpoint by the
+monitored metric (the one fine-tuning tests; `latest` when none was ranked); pass a tag folder
+to score another. summary.json records the checkpoint scored.
 """
 
 from __future__ import annotations
@@ -16,15 +18,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_user_error  # noqa: E402
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
+from everest.engine.cli import exit_on_user_error, resolve_path  # noqa: E402
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--checkpoint", required=True,
+                        help="run folder (its best checkpoint is scored), tag folder or weights file")
     parser.add_argument("--split", default="test", choices=["test", "val"])
     parser.add_argument("--output_dir", default=None, help="default: <checkpoint>/../eval_<split>")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -32,12 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from everest.config import load_config
-    from everest.engine.trainer import resolve_path
-    from everest.evaluation import evaluate_checkpoint
+    from everest.engine.checkpoint import choose_checkpoint
 
     cfg = load_config(resolve_path(args.config), args.overrides)
-    checkpoint = Path(args.checkpoint)
-    out_dir = Path(args.output_dir) if args.output_dir else checkpoint.parent / f"eval_{args.split}"
+    if not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
+    checkpoint, why = choose_checkpoint(args.checkpoint)
+    out_dir = Path(args.output_dir) if args.output_dir else Path(args.checkpoint).parent / f"eval_{args.split}"
+    print(f"checkpoint: {checkpoint} ({why})", flush=True)
+
+    from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
+    from everest.evaluation import evaluate_checkpoint
+
     dist_info = distributed.init_distributed(cfg.training.device)
     try:
         summary = evaluate_checkpoint(cfg, checkpoint, args.split, dist_info, out_dir)

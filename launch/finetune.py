@@ -16,25 +16,54 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_user_error, load_run_config, parse_args  # noqa: E402
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
+from everest.engine.cli import exit_on_user_error, load_run_config, parse_args, resolve_path, run_status  # noqa: E402
 
 DEFAULT_CONFIG = "configs/finetune/default_cpu.yaml"
 
 
+def pretrained_model(cfg):
+    """The classifier with model.pretrained_path loaded (and the load report), built and seeded as
+    build_task would; (None, None) without a pretrained path or under ZeRO-3, where the model is
+    built partitioned inside the engine set-up instead."""
+    from everest.engine.ds_config import load_ds_json, zero_stage
+
+    if not cfg.model.pretrained_path or zero_stage(load_ds_json(resolve_path(cfg.training.deepspeed_config))) >= 3:
+        return None, None
+    import torch
+
+    from everest.tasks.finetune import build_classifier, load_pretrained_encoder
+
+    torch.manual_seed(cfg.training.seed)
+    model = build_classifier(cfg)
+    return model, load_pretrained_encoder(model, cfg.model.pretrained_path)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST fine-tuning (classification / regression) on DeepSpeed")
-    cfg = load_run_config(args)
+    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST fine-tuning (classification / regression) on DeepSpeed.",
+                      example="model.pretrained_path=output/default/checkpoints training.max_epochs=20",
+                      outputs="checkpoints in checkpoint.dir, TensorBoard logs and config.yaml in "
+                              "logging.log_dir/<run>, the multi-view test of the best checkpoint in "
+                              "logging.log_dir/<run>/test/ (default config: output/finetune_default/)")
+    cfg = load_run_config(args)  # validated before anything heavy is imported
 
+    from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
     from everest.data import build_dataloader
     from everest.engine.trainer import build_task, fit
     from everest.evaluation import evaluate_checkpoint, has_split
     from everest.tasks.finetune import FinetuneTask
 
+    model, report = pretrained_model(cfg)  # a wrong checkpoint fails here, before DeepSpeed starts
     dist_info = distributed.init_distributed(cfg.training.device)
     try:
-        task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, log=print if dist_info.is_main else (lambda *_: None)))
+        log = print if dist_info.is_main else (lambda *_: None)
+        if report:
+            log(report)
+        task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, model=model, log=log))
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if has_split(cfg, "val") else None
         result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
@@ -46,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
                                           result.run_dir / "test")
     finally:
         distributed.shutdown()
-    if dist_info.is_main:
+    if dist_info.is_main and not result.interrupted:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
         print(f"done: {result.steps} steps, {result.epochs} epochs; last epoch: {metrics}; "
               f"checkpoints in {cfg.checkpoint.dir}; logs in {result.run_dir}")
         if summary:
             print("test: " + ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items()))
-    return 0
+    return run_status(result)
 
 
 if __name__ == "__main__":

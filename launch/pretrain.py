@@ -13,17 +13,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from everest.engine import distributed  # noqa: E402  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_user_error, load_run_config, parse_args  # noqa: E402
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
+from everest.engine.cli import exit_on_user_error, load_run_config, parse_args, run_status  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST masked video pretraining on DeepSpeed")
-    cfg = load_run_config(args)
+    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST masked video pretraining on DeepSpeed.",
+                      example="model.mask_ratio=0.85 training.max_epochs=10",
+                      outputs="checkpoints in checkpoint.dir, TensorBoard logs, config.yaml and reconstruction "
+                              "pictures in logging.log_dir/<run> (default config: output/default/)")
+    cfg = load_run_config(args)  # validated before anything heavy is imported
 
+    from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
     from everest.data import build_dataloader
     from everest.engine.trainer import build_task, fit
     from everest.tasks.pretrain import PretrainTask
@@ -39,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
     print(f"rank {dist_info.rank}: peak memory {result.peak_memory_bytes / 2**30:.2f} GiB "
           f"({'CUDA allocated' if dist_info.device.type == 'cuda' else 'resident set'})", flush=True)
-    if dist_info.is_main and result.losses:
+    if dist_info.is_main and result.losses and not result.interrupted:
         first, last = result.losses[0], result.losses[-1]
         print(f"done: {result.steps} steps, {result.epochs} epochs, train loss {first:.4f} -> {last:.4f}; "
               f"checkpoints in {cfg.checkpoint.dir} (latest {result.last_tag}); logs and pictures in {result.run_dir}")
-    return 0
+    return run_status(result)
 
 
 if __name__ == "__main__":

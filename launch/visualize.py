@@ -5,9 +5,11 @@
         [--num_samples 5] [--frames_to_show 8] [--seed S] [--split train|val] [key=value ...]
     python launch/visualize.py --config X.yaml [--checkpoint CKPT] --video a.mp4 [--video b.mp4 ...] --output_dir DIR
 
-One PNG per clip, `video_{i}_reconstruction_grid.png`, one column per shown frame, rows:
-original | masked (dropped tokens dark, encoder-visible tokens as input, targets tinted red) |
-reconstruction (targets predicted, visible as input) | motion-score heatmap. Token selection
+One labelled PNG per clip, one column per shown frame, rows: original | masked input (dropped
+tokens dark, encoder-visible tokens as input, targets tinted red) | reconstruction (targets
+predicted, visible as input) | motion-score heatmap, with a legend below. It is named
+`video_{i}_reconstruction_grid.png`, or `video_{i}_selection_grid.png` when there is no
+reconstruction row. Token selection
 follows the config's model.mask_type (motion-centric, random or tube); the heatmap always shows
 the motion score. The checkpoint may be any format fine-tuning reads (a DeepSpeed run folder, an
 exported .pt, an official VideoMAE/EVEREST .pth, a Hugging Face folder). A checkpoint without a
@@ -27,17 +29,21 @@ import copy
 import sys
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from einops import rearrange  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
 
 from everest.config import Config, ConfigError, load_config  # noqa: E402
-from everest.engine.cli import exit_on_user_error  # noqa: E402
-from everest.models.weights import WeightsError  # noqa: E402
+from everest.engine.cli import exit_on_user_error, resolve_path  # noqa: E402
+
+if TYPE_CHECKING:  # torch is imported once the arguments and the config are known to be valid
+    import numpy as np
+    import torch
+    from torch import Tensor, nn
 
 DEFAULT_CONFIG = "configs/pretrain/default_cpu.yaml"
 
@@ -46,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML experiment config (default {DEFAULT_CONFIG})")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file or folder (any supported format)")
-    parser.add_argument("--output_dir", "--output-dir", default="visualizations")
+    parser.add_argument("--output_dir", "--output-dir", default="visualizations", help="where the PNGs go (default visualizations/)")
     parser.add_argument("--num_samples", "--num-samples", type=int, default=5, help="random dataset clips to draw")
     parser.add_argument("--frames_to_show", "--frames-to-show", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None, help="seed for clip choice and masks (default: random)")
@@ -61,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
     """(model in eval mode, whether it has a decoder to reconstruct with)."""
+    import torch
+
     from everest.models import PretrainAutoencoder, load_encoder, load_pretrain_model, read_weights
     from everest.tasks.pretrain import spec_from_config
 
@@ -76,6 +84,9 @@ def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
 def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
     """A model-sized uint8 clip [F, S, S, 3] from a video file, sampled as the config asks
     (evaluation-style: short side resized, centre crop)."""
+    import numpy as np
+    import torch
+
     from everest.data.codec import iter_source_frames
     from everest.data.transforms import resize_short_side, spatial_crop_boxes
     from everest.frames import candidate_window, select_frame_indices
@@ -93,6 +104,9 @@ def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
 
 def dataset_clips(cfg: Config, split: str, count: int, seed: int):
     """(name, uint8 clip [F, S, S, 3]) for `count` random clips of the config's dataset."""
+    import numpy as np
+    import torch
+
     from everest.data import build_dataloader
 
     cfg = copy.deepcopy(cfg)
@@ -105,10 +119,19 @@ def dataset_clips(cfg: Config, split: str, count: int, seed: int):
         yield f"{split} clip {index}", torch.as_tensor(dataset[index]["video"])
 
 
-@torch.no_grad()
 def draw(model: nn.Module, reconstruct: bool, clip: Tensor, cfg: Config, generator: torch.Generator,
          frames_to_show: int, device: torch.device) -> np.ndarray:
-    """The grid of one uint8 clip [F, S, S, 3] as a uint8 HxWx3 image."""
+    """The labelled grid of one uint8 clip [F, S, S, 3] as a uint8 HxWx3 image."""
+    import torch
+
+    with torch.no_grad():
+        return _draw(model, reconstruct, clip, cfg, generator, frames_to_show, device)
+
+
+def _draw(model, reconstruct: bool, clip, cfg: Config, generator, frames_to_show: int, device):
+    import torch
+    from einops import rearrange
+
     from everest import tokens
     from everest.data import to_model_input
     from everest.patches import denormalize_video
@@ -133,11 +156,19 @@ def draw(model: nn.Module, reconstruct: bool, clip: Tensor, cfg: Config, generat
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    cfg = load_config(resolve_path(args.config), args.overrides)
+    for video in args.video or []:
+        if not Path(video).is_file():
+            raise FileNotFoundError(f"--video {video}: no such file")
+    if args.checkpoint is not None and not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
+
+    import numpy as np
+    import torch
     from PIL import Image
 
-    from everest.engine.trainer import resolve_path
+    from everest.models.weights import WeightsError
 
-    cfg = load_config(resolve_path(args.config), args.overrides)
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -160,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(seed)
     for i, (name, clip) in enumerate(clips):
         image = draw(model, reconstruct, clip, cfg, generator, args.frames_to_show, device)
-        path = out_dir / f"video_{i}_reconstruction_grid.png"
+        path = out_dir / f"video_{i}_{'reconstruction' if reconstruct else 'selection'}_grid.png"
         Image.fromarray(image).save(path)
         print(f"{path}: {name} ({cfg.model.mask_type} masking, seed {seed})")
     return 0

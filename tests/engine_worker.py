@@ -16,12 +16,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first, as in launch/*.py)
+
+exit_on_signal()
+
 from everest.engine import distributed  # noqa: E402
 
 import torch  # noqa: E402
 
 from everest.config import load_config  # noqa: E402
-from everest.engine.cli import exit_on_user_error  # noqa: E402
+from everest.engine.cli import exit_on_user_error, run_status  # noqa: E402
 
 TINY = [
     "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",
@@ -156,10 +160,10 @@ def main() -> int:
         Path(args.out).write_text(json.dumps({
             "losses": result.losses, "steps": result.steps, "epochs": result.epochs, "last_tag": result.last_tag,
             "metrics": result.metrics, "world_size": info.world_size, "run_dir": str(result.run_dir),
-            "interrupted": result.interrupted,
+            "interrupted": result.interrupted, "signal": result.signal,
         }))
     distributed.shutdown()
-    return 0
+    return run_status(result)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from everest.config import ConfigError, config_from_dict
 from everest.data import build_dataloader
 from everest.data.prepare import prepare_dataset
 from everest.data.synthetic import SyntheticSpec, ensure_builtin_dataset, generate_collection
+from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 VIDEOS = 16
 
@@ -137,7 +138,7 @@ def test_two_ranks_two_workers_see_every_clip_once(datasets, tmp_path):
     for p in ranks:
         p.start()
     for p in ranks:
-        p.join(timeout=240)
+        p.join(timeout=SUBPROCESS_TIMEOUT_S)
         assert p.exitcode == 0
     seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
@@ -202,7 +203,7 @@ def test_builtin_dataset_is_built_once_for_concurrent_ranks(tmp_path):
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=240)
+        p.join(timeout=SUBPROCESS_TIMEOUT_S)
         assert p.exitcode == 0
     paths = {queue.get(timeout=5) for _ in procs}
     assert len(paths) == 1

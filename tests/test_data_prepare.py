@@ -11,6 +11,7 @@ from litdata import StreamingDataset
 from everest.data.codec import decode_frames
 from everest.data.prepare import INDEX_NAME, PrepareError, main, prepare_dataset
 from everest.data.synthetic import SyntheticSpec, generate_collection, write_video
+from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_nothing_readable_is_an_error(collection, tmp_path):
 def test_cli_script_without_annotations(collection, tmp_path, root):
     result = subprocess.run([sys.executable, str(root / "launch/prepare_data.py"), "--videos",
                              str(collection / "videos" / "val"), "--output", str(tmp_path / "out"), "--workers", "1"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     assert "1 videos written, 0 skipped" in result.stdout
     assert json.loads((tmp_path / "out" / INDEX_NAME).read_text())["label_kind"] == "none"

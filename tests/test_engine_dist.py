@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import SUBPROCESS_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "engine_worker.py"
 PYTHON = sys.executable
@@ -36,7 +38,7 @@ def run(tmp: Path, name: str, *args: str, ranks: int = 1, ds: str = "ds_configs/
         cmd = [PYTHON] + common
     else:
         cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", _port()] + common
-    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if expect_ok:
         assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -86,7 +88,7 @@ def test_two_simulated_nodes_train_and_checkpoint(work: Path, reference: dict):
         cmd = launcher + [str(WORKER), "--out", str(work / "nodes.json"), "training.batch_size=4",
                           f"checkpoint.dir={work / 'ck_nodes'}", f"logging.log_dir={work / 'logs'}"]
         procs.append(subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    outputs = [p.communicate(timeout=SUBPROCESS_TIMEOUT_S)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
     result = json.loads((work / "nodes.json").read_text())
     assert result["world_size"] == 2
@@ -138,7 +140,7 @@ def test_export_loads_into_load_encoder(work: Path, reference: dict):
 
     out = work / "exported.pt"
     proc = subprocess.run([PYTHON, str(ROOT / "launch" / "export.py"), "--checkpoint", str(work / "ck_z3"),
-                           "--output", str(out)], capture_output=True, text=True, timeout=300)
+                           "--output", str(out)], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-2000:]
     encoder = load_encoder(out)
     video = torch.randn(2, 3, 4, 32, 32)

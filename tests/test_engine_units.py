@@ -108,6 +108,9 @@ def test_schedules_apply_lr_scale_and_weight_decay():
         assert group["weight_decay"] == (pytest.approx(0.075) if group["apply_decay"] else 0.0)
 
 
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
 class FakeEngine:
     def save_checkpoint(self, save_dir, tag, client_state, save_latest):
         assert save_latest is False
@@ -127,7 +130,7 @@ def _save(manager, epoch, loss, final=False):
 ])
 def test_checkpoint_keeps_top_k_and_last(tmp_path: Path, save_last, strict, expected):
     cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=2, save_last=save_last, strict_top_k=strict)
-    manager = ckpt.CheckpointManager(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
+    manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
     for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.3, 0.8]):
         _save(manager, epoch, loss)
     kept = {int(p.name.split("epoch")[1][:4]) for p in tmp_path.iterdir() if p.is_dir()}
@@ -136,13 +139,13 @@ def test_checkpoint_keeps_top_k_and_last(tmp_path: Path, save_last, strict, expe
     assert (tmp_path / latest).is_dir()
     assert manager.best()["metric"] == 0.3
     # The index survives a restart of the manager.
-    again = ckpt.CheckpointManager(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
+    again = ckpt.CheckpointManager(cfg, CPU, run="r1")
     assert again.best()["tag"] == manager.best()["tag"]
 
 
 def test_periodic_checkpoints_are_kept(tmp_path: Path):
     cfg = CheckpointConfig(dir=str(tmp_path), prefix="p", save_top_k=1, save_ckpt_freq=2, monitor="val_acc1")
-    manager = ckpt.CheckpointManager(cfg, DistInfo(0, 1, 0, torch.device("cpu")))
+    manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
     assert manager.mode == "max"
     for epoch in range(4):
         manager.save(FakeEngine(), epoch=epoch, step=epoch, metrics={"val_acc1": float(epoch)}, client_state={},
@@ -156,9 +159,56 @@ def test_resume_point_resolution(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         ckpt.find_resume_point(str(tmp_path / "nope"), tmp_path)
     cfg = CheckpointConfig(dir=str(tmp_path), prefix="r", save_top_k=1)
-    tag = _save(ckpt.CheckpointManager(cfg, DistInfo(0, 1, 0, torch.device("cpu"))), 0, 1.0)
+    tag = _save(ckpt.CheckpointManager(cfg, CPU, run="r1"), 0, 1.0)
     assert ckpt.find_resume_point("auto", tmp_path) == ckpt.ResumePoint(tmp_path, tag)
     assert ckpt.find_resume_point(str(tmp_path / tag), tmp_path) == ckpt.ResumePoint(tmp_path, tag)
+
+
+def test_retention_never_prunes_another_runs_checkpoints(tmp_path: Path):
+    cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=1, save_last=True)
+    first = [_save(ckpt.CheckpointManager(cfg, CPU, run="first"), epoch, loss) for epoch, loss in [(0, 0.9), (1, 0.5)]]
+    assert not (tmp_path / first[0]).exists() and (tmp_path / first[1]).is_dir()  # pruned within its own run
+    second = ckpt.CheckpointManager(cfg, CPU, run="second")
+    for epoch, loss in [(2, 0.4), (3, 0.3), (4, 0.2)]:
+        _save(second, epoch, loss)
+    assert (tmp_path / first[1]).is_dir()  # the other run's checkpoint is kept
+    index = json.loads((tmp_path / ckpt.INDEX_FILE).read_text())["checkpoints"]
+    assert [e["tag"] for e in index if e["run"] == "first"] == [first[1]]
+    assert second.best()["metric"] == 0.2 and {e["run"] for e in index} == {"first", "second"}
+
+
+def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path: Path):
+    ckpt.ensure_fresh_dir(tmp_path / "missing", None)  # nothing there: fine
+    ckpt.ensure_fresh_dir(tmp_path, None)  # empty: fine
+    cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=1)
+    tag = _save(ckpt.CheckpointManager(cfg, CPU, run="r1"), 0, 1.0)
+    with pytest.raises(ckpt.CheckpointDirInUse, match=f"already holds a run .*{tag}.*--resume auto"):
+        ckpt.ensure_fresh_dir(tmp_path, None)
+    ckpt.ensure_fresh_dir(tmp_path, "auto")  # resuming it is the point
+
+
+@pytest.mark.parametrize("monitor, metrics, best", [
+    ("val_acc1", [10.0, 40.0, 30.0], 1),  # max mode
+    ("val_mse", [0.5, 0.2, 0.3], 1),  # min mode
+    ("train_loss_epoch", [0.9, 0.8, 0.1], 2),
+])
+def test_evaluation_picks_the_best_checkpoint_of_a_run_folder(tmp_path: Path, monitor, metrics, best):
+    cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=3, save_last=True, monitor=monitor)
+    manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
+    tags = [manager.save(FakeEngine(), epoch=i, step=i, metrics={monitor: m}, client_state={}, rank_state={}, meta={})
+            for i, m in enumerate(metrics)]
+    path, why = ckpt.choose_checkpoint(tmp_path)
+    assert path == tmp_path / tags[best] and f"best by {monitor} = {metrics[best]:.4g}" == why
+    assert ckpt.choose_checkpoint(tmp_path / tags[0]) == (tmp_path / tags[0], "as given")
+
+
+def test_evaluation_falls_back_to_latest_without_a_ranked_checkpoint(tmp_path: Path):
+    cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=0, save_last=True, monitor="val_acc1")
+    manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
+    for i in range(2):
+        tag = manager.save(FakeEngine(), epoch=i, step=i, metrics={}, client_state={}, rank_state={}, meta={})
+    path, why = ckpt.choose_checkpoint(tmp_path)
+    assert path == tmp_path / tag and why.startswith("latest")
 
 
 def test_even_batches_pads_to_the_length_and_marks_padding():

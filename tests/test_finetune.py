@@ -18,6 +18,7 @@ from everest.config import ConfigError, config_from_dict
 from everest.engine.task import StepContext
 from everest.metrics import classification_metrics, classification_sums, regression_metrics, regression_sums
 from everest.tasks.finetune import FinetuneTask
+from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -138,7 +139,7 @@ def finetune(work: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
         cmd = [PYTHON] + args
     else:
         cmd = [str(Path(PYTHON).with_name("deepspeed")), "--num_gpus", str(ranks), "--master_port", _port()] + args
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work / name / "logs" / "run" / "test"

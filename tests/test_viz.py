@@ -11,20 +11,47 @@ from PIL import Image
 
 from everest.models import PretrainAutoencoder, VideoClassifier, export_huggingface, export_videomae, save_everest
 from everest.models.weights import META_FILE, everest_meta
-from everest.viz import SEPARATOR, reconstruction_grid, selection_grid
+from everest.viz import LEFT_MARGIN, SEPARATOR, TOP_MARGIN, reconstruction_grid, selection_grid
 from tests.test_models import random_indices, tiny_spec
 
 CONFIG = "configs/pretrain/default_cpu.yaml"
 SIZE = 64  # default_cpu.yaml: 64 px, patch 8, 8 frames
 
 
-def assert_panels_vary(image: np.ndarray, rows: int, cols: int, size: int) -> None:
+def assert_panels_vary(image: np.ndarray, rows: int, cols: int, size: int, labelled: bool = False) -> None:
     step = size + SEPARATOR
+    if labelled:
+        assert_labelled(image, rows, cols, size)
+        image = image[TOP_MARGIN:TOP_MARGIN + rows * step - SEPARATOR, LEFT_MARGIN:LEFT_MARGIN + cols * step - SEPARATOR]
     assert image.shape == (rows * step - SEPARATOR, cols * step - SEPARATOR, 3)
     for r in range(rows):
         for c in range(cols):
             panel = image[r * step:r * step + size, c * step:c * step + size]
             assert panel.std() > 1.0, f"panel row {r} column {c} is constant"
+
+
+def assert_labelled(image: np.ndarray, rows: int, cols: int, size: int) -> None:
+    """Text beside every row, above every column, and a legend with the three token-role swatches."""
+    step = size + SEPARATOR
+    ink = image.min(axis=2) < 128  # dark text on the white margins
+    for r in range(rows):
+        assert ink[TOP_MARGIN + r * step:TOP_MARGIN + r * step + size, :LEFT_MARGIN].any(), f"row {r} has no title"
+    for c in range(cols):
+        assert ink[:TOP_MARGIN, LEFT_MARGIN + c * step:LEFT_MARGIN + (c + 1) * step].any(), f"column {c} unlabelled"
+    legend = image[TOP_MARGIN + rows * step:]
+    colours = {tuple(int(v) for v in px) for px in legend.reshape(-1, 3)}
+    assert {(153, 153, 153), (204, 95, 95), (20, 20, 20)} <= colours  # visible, target, dropped swatches
+
+
+def test_pictures_are_labelled():
+    spec = tiny_spec(num_frames=8)
+    video01 = torch.rand(3, 8, 32, 32)
+    visible, target = random_indices(1, spec.num_patches, 6, 20)
+    pred, scores = torch.randn(20, spec.patch_pixels), torch.rand(spec.num_patches)
+    image = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4)
+    bare = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, 4, labelled=False)
+    assert_panels_vary(image, rows=4, cols=4, size=32, labelled=True)
+    assert np.array_equal(image[TOP_MARGIN:TOP_MARGIN + bare.shape[0], LEFT_MARGIN:LEFT_MARGIN + bare.shape[1]], bare)
 
 
 def test_reconstruction_grid_geometry_and_content():
@@ -34,10 +61,12 @@ def test_reconstruction_grid_geometry_and_content():
     visible, target = random_indices(1, spec.num_patches, 6, 20)
     pred = torch.randn(20, spec.patch_pixels)
     scores = torch.rand(spec.num_patches)
-    image = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4)
+    image = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4,
+                                labelled=False)
     assert image.dtype == np.uint8
     assert_panels_vary(image, rows=4, cols=4, size=32)
-    assert_panels_vary(reconstruction_grid(video01, visible[0], target[0], pred, spec, False), rows=3, cols=8, size=32)
+    assert_panels_vary(reconstruction_grid(video01, visible[0], target[0], pred, spec, False, labelled=False),
+                       rows=3, cols=8, size=32)
 
 
 def test_selection_grid_has_no_reconstruction_row():
@@ -45,7 +74,7 @@ def test_selection_grid_has_no_reconstruction_row():
     video01 = torch.rand(3, 4, 32, 32)
     visible, target = random_indices(1, spec.num_patches, 4, 8)
     image = selection_grid(video01, visible[0], target[0], spec, torch.rand(spec.num_patches), frames_to_show=3)
-    assert_panels_vary(image, rows=3, cols=3, size=32)
+    assert_panels_vary(image, rows=3, cols=3, size=32, labelled=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +113,14 @@ def _deepspeed_folder(model, out: Path) -> Path:
     return out
 
 
-def _run(root: Path, out: Path, *args: str) -> list[np.ndarray]:
+def _run(root: Path, out: Path, *args: str, kind: str = "reconstruction") -> list[np.ndarray]:
+    """The pictures launch/visualize.py wrote, all named video_<i>_<kind>_grid.png."""
     from launch.visualize import main
 
     assert main(["--config", str(root / CONFIG), "--output_dir", str(out), "--seed", "3", *args]) == 0
-    return [np.asarray(Image.open(p)) for p in sorted(out.glob("video_*_reconstruction_grid.png"))]
+    files = sorted(out.glob("video_*.png"))
+    assert files and all(p.name.endswith(f"_{kind}_grid.png") for p in files), files
+    return [np.asarray(Image.open(p).convert("RGB")) for p in files]
 
 
 @pytest.mark.parametrize("fmt", ["deepspeed", "everest", "videomae", "huggingface"])
@@ -105,7 +137,7 @@ def test_visualize_video_file_every_checkpoint_format(root, tmp_path, video_file
     images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file),
                   "--frames_to_show", "4")
     assert len(images) == 1
-    assert_panels_vary(images[0], rows=4, cols=4, size=SIZE)
+    assert_panels_vary(images[0], rows=4, cols=4, size=SIZE, labelled=True)
 
 
 @pytest.mark.parametrize("mask_type", ["random", "tube"])
@@ -113,10 +145,10 @@ def test_visualize_baseline_masks_and_decoderless_checkpoints(root, tmp_path, vi
     classifier = VideoClassifier(_model_for_config(root).spec, num_outputs=5)
     save_everest(classifier, ckpt := tmp_path / "finetuned.pt")
     images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file),
-                  "--video", str(video_file), f"model.mask_type={mask_type}")
+                  "--video", str(video_file), f"model.mask_type={mask_type}", kind="selection")
     assert len(images) == 2
     for image in images:
-        assert_panels_vary(image, rows=3, cols=8, size=SIZE)  # no reconstruction row without a decoder
+        assert_panels_vary(image, rows=3, cols=8, size=SIZE, labelled=True)  # no reconstruction row without a decoder
 
 
 def test_visualize_dataset_clips(root, tmp_path):
@@ -129,4 +161,4 @@ def test_visualize_dataset_clips(root, tmp_path):
                   "--frames_to_show", "8", *data)
     assert len(images) == 2
     for image in images:
-        assert_panels_vary(image, rows=4, cols=8, size=SIZE)
+        assert_panels_vary(image, rows=4, cols=8, size=SIZE, labelled=True)

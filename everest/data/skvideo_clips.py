@@ -58,7 +58,9 @@ def make_clips(output: str | Path, clip_seconds: float = 2.0, hop_seconds: float
     output = Path(output)
     (output / "videos").mkdir(parents=True, exist_ok=True)
     rows: dict[str, list] = {"train": [], "val": [], "train_regression": [], "val_regression": []}
-    for label, source in enumerate(sample_video_paths()):
+    sources = sample_video_paths()
+    for label, source in enumerate(sources):
+        print(f"[{label + 1}/{len(sources)}] cutting {source.name} ...", flush=True)  # progress: minutes in all
         with av.open(str(source)) as container:
             fps = float(container.streams.video[0].average_rate or 25)
         frames = np.stack(list(iter_source_frames(source)))

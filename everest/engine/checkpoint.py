@@ -10,6 +10,10 @@ Layout of `checkpoint.dir`:
 A tag is written completely, on every rank, before `latest` and the index move to it (each
 replaced atomically), and old tags are deleted only after that. A crash mid-save therefore
 leaves `latest` on the previous complete checkpoint.
+
+Every index entry names the run that wrote it; retention only ever deletes its own run's tags.
+A fresh run refuses a folder that already holds a run (`ensure_fresh_dir`): continue that run
+with `--resume auto`, or give the new one its own `checkpoint.dir`.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from everest.config import CheckpointConfig, ConfigError
 
-from everest.config import CheckpointConfig
-from everest.engine.distributed import DistInfo, barrier
+if TYPE_CHECKING:  # torch-free at import: the command line checks the folder before heavy imports
+    from everest.engine.distributed import DistInfo
 
 INDEX_FILE = "everest_checkpoints.json"
 META_FILE = "everest_meta.json"
@@ -50,6 +54,33 @@ def monitor_mode(monitor: str, mode: str) -> str:
 class ResumePoint:
     load_dir: Path
     tag: str
+
+
+class CheckpointDirInUse(ConfigError):
+    """A fresh run was pointed at a checkpoint folder that already holds another run."""
+
+
+def held_run(checkpoint_dir: str | Path) -> str | None:
+    """The newest tag of the run already in `checkpoint_dir` (None when it holds no run)."""
+    path = Path(checkpoint_dir)
+    if (path / "latest").is_file():
+        return (path / "latest").read_text().strip() or "?"
+    if (path / INDEX_FILE).is_file():
+        return "?"
+    tags = sorted(p.name for p in path.glob("*") if (p / META_FILE).is_file() or any(p.glob("mp_rank_*")))
+    return tags[-1] if tags else None
+
+
+def ensure_fresh_dir(checkpoint_dir: str | Path, resume: str | None) -> None:
+    """Refuse to start a new run (no --resume) in a folder that holds one: that run's checkpoints
+    and `latest` must never be replaced by a new run's."""
+    if resume:
+        return
+    tag = held_run(checkpoint_dir)
+    if tag is not None:
+        raise CheckpointDirInUse(
+            f"checkpoint.dir={checkpoint_dir} already holds a run (latest checkpoint {tag}); continue it with "
+            f"--resume auto, or start a new run with checkpoint.dir=NEW_FOLDER (and logging.log_dir=NEW_FOLDER)")
 
 
 def find_resume_point(resume: str | None, checkpoint_dir: str | Path) -> ResumePoint | None:
@@ -79,14 +110,17 @@ class CheckpointSaveError(OSError):
 class CheckpointManager:
     """Decides when to save and what to keep, per the checkpoint.* config."""
 
-    def __init__(self, cfg: CheckpointConfig, dist_info: DistInfo):
+    def __init__(self, cfg: CheckpointConfig, dist_info: DistInfo, run: str):
         self.cfg = cfg
         self.dist = dist_info
+        self.run = run
         self.dir = Path(cfg.dir)
         self.mode = monitor_mode(cfg.monitor, cfg.monitor_mode)
+        self.others: list[dict[str, Any]] = []  # entries of other runs: kept as they are, never pruned
         self.index: list[dict[str, Any]] = []
         if (self.dir / INDEX_FILE).is_file():
-            self.index = json.loads((self.dir / INDEX_FILE).read_text())["checkpoints"]
+            for entry in json.loads((self.dir / INDEX_FILE).read_text())["checkpoints"]:
+                (self.index if entry.get("run") == run else self.others).append(entry)
 
     def _better(self, a: float, b: float) -> bool:
         return a < b if self.mode == "min" else a > b
@@ -113,7 +147,14 @@ class CheckpointManager:
         roles = self._roles(epoch, metric, final)
         if not roles:
             return None
+        import torch
+
+        from everest.engine.distributed import barrier
+
         tag = f"{self.cfg.prefix}epoch{epoch:04d}_step{step:08d}"
+        if any(e["tag"] == tag for e in self.others):
+            raise CheckpointDirInUse(f"checkpoint.dir={self.dir}: tag {tag} belongs to another run; "
+                                     "start this run in its own checkpoint.dir")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
@@ -136,7 +177,8 @@ class CheckpointManager:
             if "last" in roles:
                 entry["roles"] = [r for r in entry["roles"] if r != "last"]
         self.index = [e for e in self.index if e["tag"] != tag]
-        self.index.append({"tag": tag, "epoch": epoch, "step": step, "metric": metric, "roles": sorted(roles)})
+        self.index.append({"tag": tag, "epoch": epoch, "step": step, "metric": metric, "roles": sorted(roles),
+                           "run": self.run})
         ranked = sorted((e for e in self.index if "top_k" in e["roles"]),
                         key=lambda e: e["metric"], reverse=self.mode == "max")
         for entry in ranked[self.cfg.save_top_k:]:
@@ -146,7 +188,8 @@ class CheckpointManager:
                 entry["roles"] = [r for r in entry["roles"] if r == "top_k"]
         dropped = [e["tag"] for e in self.index if not e["roles"]]
         self.index = [e for e in self.index if e["roles"]]
-        _atomic_write(self.dir / INDEX_FILE, json.dumps({"checkpoints": self.index, "mode": self.mode}, indent=2))
+        _atomic_write(self.dir / INDEX_FILE, json.dumps(
+            {"checkpoints": self.others + self.index, "mode": self.mode, "monitor": self.cfg.monitor}, indent=2))
         _atomic_write(self.dir / "latest", tag)
         for old in dropped:
             shutil.rmtree(self.dir / old, ignore_errors=True)
@@ -158,7 +201,29 @@ class CheckpointManager:
         return sorted(ranked, key=lambda e: e["metric"], reverse=self.mode == "max")[0]
 
 
+def choose_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """What to evaluate for `path`: a run folder gives its best checkpoint by the monitored
+    metric (the one fine-tuning tests), or `latest` when none was ranked; anything else
+    (a tag, an exported file, a Hugging Face folder) is used as given. Returns (path, why)."""
+    path = Path(path)
+    if not (path / "latest").is_file():
+        return path, "as given"
+    latest = (path / "latest").read_text().strip()
+    index = json.loads((path / INDEX_FILE).read_text()) if (path / INDEX_FILE).is_file() else {}
+    entries = index.get("checkpoints", [])
+    run = next((e.get("run") for e in entries if e["tag"] == latest), None)
+    ranked = [e for e in entries if e.get("run") == run and "top_k" in e["roles"] and e.get("metric") is not None
+              and (path / e["tag"]).is_dir()]
+    if not ranked:
+        return path / latest, "latest (no checkpoint ranked by a monitored metric)"
+    pick = max if index.get("mode", "min") == "max" else min
+    best = pick(ranked, key=lambda e: e["metric"])
+    return path / best["tag"], f"best by {index.get('monitor', 'the monitored metric')} = {best['metric']:.4g}"
+
+
 def load_rank_state(point: ResumePoint, rank: int) -> dict[str, Any] | None:
+    import torch
+
     path = point.load_dir / point.tag / f"everest_rank{rank}.pt"
     if not path.is_file():
         return None

@@ -13,25 +13,49 @@ import argparse
 import copy
 import os
 import sys
+from pathlib import Path
 
 from everest.config import Config, ConfigError, load_config
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-def parse_args(argv: list[str] | None, default_config: str, description: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given, or relative to the repository (so ds_configs/... works from anywhere)."""
+    path = Path(path)
+    return path if path.exists() or path.is_absolute() else REPO_ROOT / path
+
+
+def parse_args(argv: list[str] | None, default_config: str, description: str, example: str,
+               outputs: str) -> argparse.Namespace:
+    """The shared options; `example` is an override worth showing, `outputs` says where results go."""
+    epilog = f"""\
+outputs: {outputs}
+re-running: a run that finds checkpoint.dir already holding a run stops at once (exit status 2)
+  and leaves it untouched: continue it with --resume auto, or pass checkpoint.dir=NEW_FOLDER.
+Ctrl-C / SIGTERM: training stops at the next step and saves a checkpoint; exit status 130
+  (SIGINT) or 143 (SIGTERM); --resume auto continues it in the same TensorBoard run.
+config keys: README.md, section "Configuration reference" (or python -m everest.config).
+errors the user can fix (config, data, checkpoint) print one line and exit with status 2."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=default_config, help=f"YAML experiment config (default {default_config})")
     parser.add_argument("--deepspeed_config", "--deepspeed-config", default=None,
                         help="DeepSpeed JSON (overrides training.deepspeed_config)")
-    parser.add_argument("--resume", default=None, help="checkpoint folder or tag to resume, or 'auto' (newest in checkpoint.dir)")
+    parser.add_argument("--resume", default=None,
+                        help="'auto' (continue the run in checkpoint.dir, or start one if it is empty), "
+                             "or a checkpoint folder or tag")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.mask_ratio=0.85")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help=f"config overrides, e.g. {example}")
     return parser.parse_args(argv)
 
 
 def load_run_config(args: argparse.Namespace) -> Config:
-    """The validated config, with the DeepSpeed JSON checked against it (no heavy work)."""
+    """The validated config, with the DeepSpeed JSON checked against it and a fresh run's
+    checkpoint.dir checked to hold no other run (no heavy import: torch is not loaded yet)."""
+    from everest.engine.checkpoint import ensure_fresh_dir
     from everest.engine.ds_config import load_ds_json, resolve_ds_config
-    from everest.engine.trainer import resolve_path
 
     overrides = list(args.overrides)
     if args.deepspeed_config:
@@ -40,23 +64,47 @@ def load_run_config(args: argparse.Namespace) -> Config:
     ds_path = resolve_path(cfg.training.deepspeed_config)
     world = int(os.environ.get("WORLD_SIZE", 1))
     resolve_ds_config(copy.deepcopy(cfg), load_ds_json(ds_path), world_size=world, on_gpu=False, source=str(ds_path))
+    if cfg.checkpoint.enable:
+        ensure_fresh_dir(cfg.checkpoint.dir, args.resume)
     return cfg
+
+
+def run_status(result) -> int:
+    """0 for a finished run (a FitResult); 128 + signal (130 SIGINT, 143 SIGTERM) for an interrupted one."""
+    import signal
+
+    from everest.engine.interrupts import exit_status
+
+    return exit_status(result.signal or signal.SIGINT) if result.interrupted else 0
+
+
+# Exceptions a user can fix, by module: checked only when their module is loaded, so that
+# handling a config error never pays for importing torch.
+_USER_ERRORS = {
+    "everest.config": "ConfigError",
+    "everest.models.weights": "WeightsError",
+    "everest.engine.checkpoint": "CheckpointSaveError",
+    "everest.engine.trainer": "NonFiniteLossError",
+}
+
+
+def is_user_error(err: BaseException) -> bool:
+    if isinstance(err, (FileNotFoundError, ConnectionError)):
+        return True
+    return any(isinstance(err, getattr(sys.modules[name], cls)) for name, cls in _USER_ERRORS.items()
+               if name in sys.modules)
 
 
 def exit_on_user_error(fn):
     """Run `fn`; a problem the user can fix (config, data path, checkpoint, network, disk)
     becomes one clear line on stderr and exit status 2 instead of a traceback."""
-    from everest.engine.checkpoint import CheckpointSaveError
-    from everest.engine.trainer import NonFiniteLossError
-    from everest.models.weights import WeightsError
-
-    user_errors = (ConfigError, WeightsError, FileNotFoundError, ConnectionError, CheckpointSaveError,
-                   NonFiniteLossError)
 
     def wrapper(*a, **kw):
         try:
             return fn(*a, **kw)
-        except user_errors as err:
+        except Exception as err:
+            if not is_user_error(err):
+                raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             return 2
     return wrapper

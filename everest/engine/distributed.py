@@ -117,6 +117,15 @@ def even_batches(loader: Iterable, device: torch.device, dummy: Callable[[], Any
         yield (last if last is not None else dummy()), False
 
 
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's `value` on every rank (a picklable object, e.g. a run name)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True when `flag` is true on any rank (every rank gets the same answer)."""
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)

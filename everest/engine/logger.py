@@ -26,13 +26,20 @@ def git_revision(repo: Path) -> str:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def new_run_name() -> str:
+    """A fresh run's name (its folder under logging.log_dir): the start time."""
+    return time.strftime("run-%Y%m%d-%H%M%S")
+
+
 class RunLogger:
     """Writes scalars to TensorBoard and a progress bar to the console on the main rank;
-    a no-op on the others."""
+    a no-op on the others. A resumed run (start_step > 0) appends to its run folder: TensorBoard
+    shows one run, and events past the resumed step (logged after its checkpoint) are purged."""
 
-    def __init__(self, cfg: Config, ds_config: dict[str, Any], is_main: bool, total_steps: int, start_step: int = 0):
+    def __init__(self, cfg: Config, ds_config: dict[str, Any], is_main: bool, total_steps: int, start_step: int = 0,
+                 run_name: str | None = None):
         self.is_main = is_main
-        self.run_dir = Path(cfg.logging.log_dir) / (cfg.logging.run_name or time.strftime("run-%Y%m%d-%H%M%S"))
+        self.run_dir = Path(cfg.logging.log_dir) / (run_name or cfg.logging.run_name or new_run_name())
         self.writer = None
         self.bar = None
         if not is_main:
@@ -44,7 +51,7 @@ class RunLogger:
         save_config(cfg, self.run_dir / "config.yaml")
         (self.run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
         (self.run_dir / "git_revision.txt").write_text(git_revision(Path(__file__).resolve().parents[2]) + "\n")
-        self.writer = SummaryWriter(str(self.run_dir))
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step or None)
         self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
                         mininterval=1.0, unit="step")
 

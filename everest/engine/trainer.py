@@ -1,16 +1,16 @@
 """The training loop: one hand-written loop over a DeepSpeed engine for every task.
 
-Reads top to bottom: resolve the DeepSpeed JSON, build the optimizer, initialise DeepSpeed,
-maybe resume, then for each micro-batch: task forward -> all-rank non-finite/stop check ->
-backward -> (at accumulation boundaries) schedules + step -> logging; at each epoch end:
-metrics, validation, checkpoint.
+`fit` reads top to bottom: resolve the DeepSpeed JSON, build the optimizer, initialise
+DeepSpeed, maybe resume (`_restore`), then `Loop.run`: for each micro-batch `micro_batch`
+(task forward -> all-rank non-finite/stop check -> backward -> step), at accumulation
+boundaries `after_optimizer_step` (schedules, logging, pictures), at each epoch end
+`end_epoch` (metrics, validation) and `save` (checkpoint).
 """
 
 from __future__ import annotations
 
 import random
 import resource
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,8 @@ import kernels
 
 from everest.config import Config
 from everest.engine import checkpoint as ckpt
-from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier
+from everest.engine.cli import resolve_path
+from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from everest.engine.ds_config import (
     compute_dtype,
     load_ds_json,
@@ -32,13 +33,11 @@ from everest.engine.ds_config import (
     resolve_ds_config,
     zero_stage,
 )
-from everest.engine.logger import RunLogger
+from everest.engine.interrupts import StopFlag
+from everest.engine.logger import RunLogger, new_run_name
 from everest.engine.optim import Schedules, build_optimizer
 from everest.engine.task import StepContext, Task
 from everest.metrics import reduce_sums
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 class NonFiniteLossError(FloatingPointError):
     """Too many optimizer steps in a row had a NaN/inf loss."""
@@ -52,36 +51,11 @@ class FitResult:
     last_tag: str | None = None
     best: dict[str, Any] | None = None
     interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM), if one did
     skipped_steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     run_dir: Path | None = None
     peak_memory_bytes: int = 0
-
-
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop stops at the next step boundary on every rank."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A path as given, or relative to the repository (so ds_configs/... works from anywhere)."""
-    path = Path(path)
-    return path if path.exists() or path.is_absolute() else REPO_ROOT / path
 
 
 def _rng_state() -> dict[str, Any]:
@@ -137,6 +111,7 @@ class _Position:
     skip_batches: int = 0  # batches to fast-forward for loaders without a state_dict
     sums: dict[str, float] = field(default_factory=dict)
     skipped_steps: int = 0
+    run: str | None = None  # the run's name (its log folder and its checkpoints' owner)
 
 
 def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, train_loader, rank: int,
@@ -146,12 +121,12 @@ def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, trai
     _, client = engine.load_checkpoint(str(point.load_dir), tag=point.tag)
     task.load_extra_state(client.get("task", {}))
     state = client["everest"]
-    skipped = state.get("skipped_steps", 0)
+    skipped, run = state.get("skipped_steps", 0), state.get("run")
     if state["batch_in_epoch"] >= batches_per_epoch:  # saved at an epoch end: start the next one
-        pos = _Position(state["epoch"] + 1, state["step"], skipped_steps=skipped)
+        pos = _Position(state["epoch"] + 1, state["step"], skipped_steps=skipped, run=run)
     else:
         pos = _Position(state["epoch"], state["step"], state["batch_in_epoch"],
-                        skip_batches=state["batch_in_epoch"], skipped_steps=skipped)
+                        skip_batches=state["batch_in_epoch"], skipped_steps=skipped, run=run)
     rank_state = ckpt.load_rank_state(point, rank) if same_world else None
     if rank_state is not None:
         _set_rng_state(rank_state["rng"])
@@ -185,168 +160,239 @@ def build_task(cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds
 
 def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loader: Iterable | None = None,
         ds_config_path: str | None = None, resume: str | None = None) -> FitResult:
-    """Train `task` per `cfg`; every rank calls this with its own loader shard."""
+    """Train `task` per `cfg`; every rank calls this with its own loader shard.
+
+    A fresh run (no `resume`) refuses a checkpoint.dir that already holds a run. SIGINT/SIGTERM
+    from here on stop the loop at the next step, with a final checkpoint (FitResult.signal)."""
     import deepspeed
 
-    t = cfg.training
-    ds = _resolved_ds(cfg, dist_info, ds_config_path)
-    seed_everything(t.seed, dist_info.rank)
-    kernels.set_backend(cfg.features.kernel_backend)
+    with StopFlag() as stop:
+        if cfg.checkpoint.enable:
+            ckpt.ensure_fresh_dir(cfg.checkpoint.dir, resume)
+        ds = _resolved_ds(cfg, dist_info, ds_config_path)
+        seed_everything(cfg.training.seed, dist_info.rank)
+        kernels.set_backend(cfg.features.kernel_backend)
 
-    point = ckpt.find_resume_point(resume, cfg.checkpoint.dir)
-    if point is not None:
-        saved_world = ckpt.read_meta(point).get("world_size", dist_info.world_size)
-        if saved_world != dist_info.world_size and zero_stage(ds) >= 1:
-            point = _universal_point(point, dist_info)
-            ds.setdefault("checkpoint", {})["load_universal"] = True
+        point = ckpt.find_resume_point(resume, cfg.checkpoint.dir)
+        same_world = True
+        if point is not None:
+            saved_world = ckpt.read_meta(point).get("world_size", dist_info.world_size)
+            same_world = saved_world == dist_info.world_size
+            if not same_world and zero_stage(ds) >= 1:
+                point = _universal_point(point, dist_info)
+                ds.setdefault("checkpoint", {})["load_universal"] = True
 
-    optimizer = build_optimizer(task.param_groups(cfg.optimizer.weight_decay), cfg, offloads_optimizer(ds))
-    engine, optimizer, _, _ = deepspeed.initialize(model=task.module, optimizer=optimizer, config=ds)
-    dtype = compute_dtype(ds)
-    task.on_engine_ready(engine, zero_stage(ds), dist_info.device)
-    accum = t.accumulate_grad_batches
+        optimizer = build_optimizer(task.param_groups(cfg.optimizer.weight_decay), cfg, offloads_optimizer(ds))
+        engine, optimizer, _, _ = deepspeed.initialize(model=task.module, optimizer=optimizer, config=ds)
+        task.on_engine_ready(engine, zero_stage(ds), dist_info.device)
+        loop = Loop(cfg, task, engine, ds, dist_info, train_loader, val_loader, stop)
+        if point is not None:
+            loop.pos = _restore(engine, task, point, same_world, train_loader, dist_info.rank, loop.batches_per_epoch)
+            loop.result.skipped_steps = loop.pos.skipped_steps
+        return loop.run()
 
-    # Every rank must run the same number of micro-batches, or collectives would hang.
-    steps_per_epoch = max(all_reduce_min(len(train_loader), dist_info.device) // accum, 1)
-    batches_per_epoch = steps_per_epoch * accum
-    total_steps = t.max_epochs * steps_per_epoch  # the schedule's horizon; max_steps only stops early
-    stop_at = min(total_steps, t.max_steps or total_steps)
-    schedules = Schedules(cfg, total_steps, steps_per_epoch, global_batch=ds["train_batch_size"])
-    manager = ckpt.CheckpointManager(cfg.checkpoint, dist_info)
 
-    result = FitResult()
-    pos = _Position()
-    if point is not None:
-        pos = _restore(engine, task, point, saved_world == dist_info.world_size, train_loader, dist_info.rank,
-                       batches_per_epoch)
-        result.skipped_steps = pos.skipped_steps
-    epoch, step, batch_in_epoch, sums = pos.epoch, pos.step, pos.batch_in_epoch, pos.sums
-    consecutive_bad = 0
+class Loop:
+    """One run of the loop: the state its steps share (engine, position, logger, checkpoints)."""
 
-    logger = RunLogger(cfg, ds, dist_info.is_main, stop_at, start_step=step)
-    result.run_dir = logger.run_dir
-    logger.print(f"everest: {dist_info.world_size} rank(s) on {dist_info.device.type}, ZeRO stage {zero_stage(ds)}, "
-                 f"{dtype}, {steps_per_epoch} steps/epoch, stopping at step {stop_at}; run folder {logger.run_dir}")
+    def __init__(self, cfg: Config, task: Task, engine, ds: dict[str, Any], dist_info: DistInfo, train_loader,
+                 val_loader: Iterable | None, stop: StopFlag):
+        t = cfg.training
+        self.cfg, self.task, self.engine, self.ds, self.dist = cfg, task, engine, ds, dist_info
+        self.train_loader, self.val_loader, self.stop = train_loader, val_loader, stop
+        self.dtype = compute_dtype(ds)
+        # Every rank must run the same number of micro-batches, or collectives would hang.
+        self.steps_per_epoch = max(all_reduce_min(len(train_loader), dist_info.device) // t.accumulate_grad_batches, 1)
+        self.batches_per_epoch = self.steps_per_epoch * t.accumulate_grad_batches
+        total_steps = t.max_epochs * self.steps_per_epoch  # the schedule's horizon; max_steps only stops early
+        self.stop_at = min(total_steps, t.max_steps or total_steps)
+        self.schedules = Schedules(cfg, total_steps, self.steps_per_epoch, global_batch=ds["train_batch_size"])
+        self.pos = _Position()
+        self.result = FitResult()
+        self.consecutive_bad = 0
+        self.lr = 0.0
+        self.window = {"loss": 0.0, "n": 0, "clips": 0, "tokens": 0, "data_s": 0.0, "start": time.perf_counter()}
 
-    def checkpoint_state(epoch_metrics: dict[str, float], final: bool) -> str | None:
-        client_state = {"everest": {"epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
-                                    "skipped_steps": result.skipped_steps}, "task": task.extra_state()}
-        rank_state = {"rng": _rng_state(), "epoch_sums": sums,
-                      "loader": train_loader.state_dict() if hasattr(train_loader, "state_dict") else None}
-        meta = {**task.checkpoint_meta(), "world_size": dist_info.world_size, "zero_stage": zero_stage(ds)}
-        return manager.save(engine, epoch=epoch, step=step, metrics=epoch_metrics, client_state=client_state,
-                            rank_state=rank_state, meta=meta, final=final)
+    def context(self) -> StepContext:
+        return StepContext(epoch=self.pos.epoch, step=self.pos.step, seed=self.cfg.training.seed,
+                           device=self.dist.device, dtype=self.dtype)
 
-    window = {"loss": 0.0, "n": 0, "clips": 0, "tokens": 0, "data_s": 0.0, "start": time.perf_counter()}
-    engine.train()
-    with _StopFlag() as stop:
-        while epoch < t.max_epochs and step < stop_at and not result.interrupted:
-            if hasattr(train_loader, "set_epoch"):
-                train_loader.set_epoch(epoch)
-            batches = iter(train_loader)
-            for _ in range(pos.skip_batches):
-                next(batches)
-            pos.skip_batches = 0
-            while batch_in_epoch < batches_per_epoch and step < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                window["data_s"] += time.perf_counter() - t0
-                ctx = StepContext(epoch=epoch, step=step, seed=t.seed, device=dist_info.device, dtype=dtype)
-                out = task.training_step(engine, batch, ctx)
-                loss_value = out.loss.detach().float()
-                bad = not bool(torch.isfinite(loss_value))
-                flags = all_reduce_sum(torch.stack([
-                    torch.nan_to_num(loss_value, nan=0.0, posinf=0.0, neginf=0.0),
-                    torch.tensor(float(bad), device=loss_value.device),
-                    torch.tensor(float(stop.raised), device=loss_value.device),
-                ]))
-                batch_in_epoch += 1
-                if flags[1] > 0:  # skip on every rank together
-                    result.skipped_steps += 1
-                    consecutive_bad += 1
-                    logger.print(f"non-finite loss at epoch {epoch} step {step}: skipped ({consecutive_bad} in a row)")
-                    if consecutive_bad >= t.max_consecutive_nonfinite:
-                        raise NonFiniteLossError(
-                            f"{consecutive_bad} consecutive micro-batches had a non-finite loss (epoch {epoch}, "
-                            f"step {step}); lower optimizer.lr, check the data, or raise "
-                            "training.max_consecutive_nonfinite")
-                    continue
-                consecutive_bad = 0
-                engine.backward(out.loss)
-                boundary = engine.is_gradient_accumulation_boundary()
-                if boundary:
-                    lr = schedules.apply(engine.optimizer, step)
-                engine.step()
-                for key, value in out.sums.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                sums["loss"] = sums.get("loss", 0.0) + loss_value.item() * out.clips
-                sums["clips"] = sums.get("clips", 0.0) + out.clips
-                window["loss"] += flags[0].item() / dist_info.world_size
-                window["n"] += 1
-                window["clips"] += out.clips * dist_info.world_size
-                window["tokens"] += (out.encoder_tokens + out.decoder_tokens) * dist_info.world_size
-                if flags[2] > 0:
-                    result.interrupted = True
-                if not boundary:
-                    continue
-                step += 1
-                task.after_step(engine, step)
-                step_loss = window["loss"] / max(window["n"], 1)
-                result.losses.append(step_loss)
-                if step % cfg.logging.log_freq == 0 or step == stop_at:
-                    elapsed = max(time.perf_counter() - window["start"], 1e-9)
-                    grad_norm = engine.get_global_grad_norm()
-                    scalars = {
-                        "train_loss": step_loss, "lr": lr,
-                        "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                        "loss_scale": float(getattr(engine.optimizer, "cur_scale", 1.0) or 1.0),
-                        "clips_per_s": window["clips"] / elapsed, "tokens_per_s": window["tokens"] / elapsed,
-                        "data_wait_fraction": window["data_s"] / elapsed,
-                        "peak_memory_gb": _peak_memory_bytes(dist_info.device) / 2**30,
-                        "skipped_steps": result.skipped_steps,
-                    }
-                    logger.scalars(scalars, step)
-                    logger.progress(step, {"loss": step_loss, "lr": lr, "clips/s": scalars["clips_per_s"]})
-                    window.update(clips=0, tokens=0, data_s=0.0, start=time.perf_counter())
-                if cfg.logging.image_freq and step % cfg.logging.image_freq == 0:
-                    _log_picture(task, engine, batch, ctx, logger, step)
-                window.update(loss=0.0, n=0)
-                if result.interrupted:
-                    break
-
-            epoch_done = batch_in_epoch >= batches_per_epoch
-            metrics: dict[str, float] = {}
-            if epoch_done:
-                metrics = _epoch_metrics(task, sums, dist_info)
-                if val_loader is not None and (epoch + 1) % t.val_every_n_epochs == 0:
-                    ctx = StepContext(epoch=epoch, step=step, seed=t.seed, device=dist_info.device, dtype=dtype)
-                    metrics.update(task.evaluate(engine, val_loader, ctx))
-                    engine.train()
-                logger.scalars(metrics, step)
-                logger.print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-                result.metrics = metrics
-            final = result.interrupted or (step >= stop_at and not epoch_done)
+    def run(self) -> FitResult:
+        """Epochs until max_epochs / max_steps or a stop signal; then the final picture and summary."""
+        pos, result = self.pos, self.result
+        # A resumed run keeps its name: TensorBoard appends to the same run folder.
+        pos.run = broadcast_object(pos.run or self.cfg.logging.run_name or new_run_name())
+        self.manager = ckpt.CheckpointManager(self.cfg.checkpoint, self.dist, run=pos.run)
+        self.logger = RunLogger(self.cfg, self.ds, self.dist.is_main, self.stop_at, start_step=pos.step,
+                                run_name=pos.run)
+        result.run_dir = self.logger.run_dir
+        self.logger.print(
+            f"everest: {self.dist.world_size} rank(s) on {self.dist.device.type}, ZeRO stage {zero_stage(self.ds)}, "
+            f"{self.dtype}, {self.steps_per_epoch} steps/epoch, stopping at step {self.stop_at}; "
+            f"run folder {self.logger.run_dir}")
+        self.engine.train()
+        if self._stop_requested():  # a signal during set-up: nothing trained, nothing to save
+            self._stopped()
+        elif pos.step >= self.stop_at or pos.epoch >= self.cfg.training.max_epochs:
+            self.logger.print(f"nothing to train: the resumed run already reached step {pos.step} (epoch {pos.epoch}); "
+                              "raise training.max_epochs or training.max_steps to continue it")
+        while pos.epoch < self.cfg.training.max_epochs and pos.step < self.stop_at and not result.interrupted:
+            self.train_epoch()
+            epoch_done = pos.batch_in_epoch >= self.batches_per_epoch
+            metrics = self.end_epoch() if epoch_done else {}
+            final = result.interrupted or (pos.step >= self.stop_at and not epoch_done)
             if epoch_done or final:
-                if not result.interrupted or cfg.checkpoint.save_on_interrupt:
-                    tag = checkpoint_state(metrics, final=final)
-                    result.last_tag = tag or result.last_tag
+                self.save(metrics, final)
             if epoch_done:
-                epoch, batch_in_epoch, sums = epoch + 1, 0, {}
+                pos.epoch, pos.batch_in_epoch, pos.sums = pos.epoch + 1, 0, {}
+        return self.finish()
 
-    if task.draws_pictures and not result.interrupted:  # leave a reconstruction picture behind
-        ctx = StepContext(epoch=epoch, step=step, seed=t.seed, device=dist_info.device, dtype=dtype)
-        _log_picture(task, engine, next(iter(train_loader)), ctx, logger, step)
-    result.steps, result.epochs, result.best = step, epoch, manager.best()
-    result.peak_memory_bytes = _peak_memory_bytes(dist_info.device)
-    if result.interrupted:
-        logger.print(f"interrupted at step {step}; checkpoint {result.last_tag}; continue with --resume auto")
-    logger.close()
-    return result
+    def train_epoch(self) -> None:
+        """Micro-batches of the current epoch until it ends, max_steps is reached or a signal stops it."""
+        pos = self.pos
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(pos.epoch)
+        batches = iter(self.train_loader)
+        for _ in range(pos.skip_batches):
+            next(batches)
+        pos.skip_batches = 0
+        while pos.batch_in_epoch < self.batches_per_epoch and pos.step < self.stop_at:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            self.window["data_s"] += time.perf_counter() - t0
+            if not self.micro_batch(batch):  # skipped, or inside a gradient accumulation
+                continue
+            self.after_optimizer_step(batch)
+            if self.result.interrupted:
+                break
 
+    def micro_batch(self, batch: dict[str, Any]) -> bool:
+        """Forward, the all-rank non-finite / stop check, backward and engine step. True when it
+        completed an optimizer step (False inside an accumulation, or skipped on every rank for a
+        non-finite loss)."""
+        pos, result, engine, t = self.pos, self.result, self.engine, self.cfg.training
+        out = self.task.training_step(engine, batch, self.context())
+        loss_value = out.loss.detach().float()
+        bad = not bool(torch.isfinite(loss_value))
+        flags = all_reduce_sum(torch.stack([
+            torch.nan_to_num(loss_value, nan=0.0, posinf=0.0, neginf=0.0),
+            torch.tensor(float(bad), device=loss_value.device),
+            torch.tensor(float(self.stop.raised), device=loss_value.device),
+        ]))
+        pos.batch_in_epoch += 1
+        if flags[1] > 0:  # skip on every rank together
+            result.skipped_steps += 1
+            self.consecutive_bad += 1
+            self.logger.print(f"non-finite loss at epoch {pos.epoch} step {pos.step}: skipped "
+                              f"({self.consecutive_bad} in a row)")
+            if self.consecutive_bad >= t.max_consecutive_nonfinite:
+                raise NonFiniteLossError(
+                    f"{self.consecutive_bad} consecutive micro-batches had a non-finite loss (epoch {pos.epoch}, "
+                    f"step {pos.step}); lower optimizer.lr, check the data, or raise "
+                    "training.max_consecutive_nonfinite")
+            return False
+        self.consecutive_bad = 0
+        engine.backward(out.loss)
+        boundary = engine.is_gradient_accumulation_boundary()
+        if boundary:
+            self.lr = self.schedules.apply(engine.optimizer, pos.step)
+        engine.step()
+        for key, value in out.sums.items():
+            pos.sums[key] = pos.sums.get(key, 0.0) + value
+        pos.sums["loss"] = pos.sums.get("loss", 0.0) + loss_value.item() * out.clips
+        pos.sums["clips"] = pos.sums.get("clips", 0.0) + out.clips
+        world = self.dist.world_size
+        self.window["loss"] += flags[0].item() / world
+        self.window["n"] += 1
+        self.window["clips"] += out.clips * world
+        self.window["tokens"] += (out.encoder_tokens + out.decoder_tokens) * world
+        if flags[2] > 0:
+            self._stopped()
+        return boundary
 
+    def after_optimizer_step(self, batch: dict[str, Any]) -> None:
+        """Count the step; log scalars and progress every log_freq steps, a picture every image_freq."""
+        pos, result, cfg = self.pos, self.result, self.cfg
+        pos.step += 1
+        self.task.after_step(self.engine, pos.step)
+        step_loss = self.window["loss"] / max(self.window["n"], 1)
+        result.losses.append(step_loss)
+        if pos.step % cfg.logging.log_freq == 0 or pos.step == self.stop_at:
+            self._log_scalars(step_loss)
+        if cfg.logging.image_freq and pos.step % cfg.logging.image_freq == 0:
+            _log_picture(self.task, self.engine, batch, self.context(), self.logger, pos.step)
+        self.window.update(loss=0.0, n=0)
+
+    def _log_scalars(self, step_loss: float) -> None:
+        elapsed = max(time.perf_counter() - self.window["start"], 1e-9)
+        grad_norm = self.engine.get_global_grad_norm()
+        scalars = {
+            "train_loss": step_loss, "lr": self.lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "loss_scale": float(getattr(self.engine.optimizer, "cur_scale", 1.0) or 1.0),
+            "clips_per_s": self.window["clips"] / elapsed, "tokens_per_s": self.window["tokens"] / elapsed,
+            "data_wait_fraction": self.window["data_s"] / elapsed,
+            "peak_memory_gb": _peak_memory_bytes(self.dist.device) / 2**30,
+            "skipped_steps": self.result.skipped_steps,
+        }
+        self.logger.scalars(scalars, self.pos.step)
+        self.logger.progress(self.pos.step, {"loss": step_loss, "lr": self.lr, "clips/s": scalars["clips_per_s"]})
+        self.window.update(clips=0, tokens=0, data_s=0.0, start=time.perf_counter())
+
+    def end_epoch(self) -> dict[str, float]:
+        """Train metrics from the all-reduced sums, plus validation when due; logged and printed
+        as the task returns them."""
+        pos, t = self.pos, self.cfg.training
+        metrics = _epoch_metrics(self.task, pos.sums, self.dist)
+        if self.val_loader is not None and (pos.epoch + 1) % t.val_every_n_epochs == 0:
+            metrics.update(self.task.evaluate(self.engine, self.val_loader, self.context()))
+            self.engine.train()
+        self.logger.scalars(metrics, pos.step)
+        self.logger.print(f"epoch {pos.epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        self.result.metrics = metrics
+        return metrics
+
+    def save(self, metrics: dict[str, float], final: bool) -> None:
+        """A checkpoint if the retention policy wants one (always for the final one of a run that
+        stops early or is interrupted, unless checkpoint.save_on_interrupt is off)."""
+        if self.result.interrupted and not self.cfg.checkpoint.save_on_interrupt:
+            return
+        pos, task = self.pos, self.task
+        client_state = {"everest": {"epoch": pos.epoch, "step": pos.step, "batch_in_epoch": pos.batch_in_epoch,
+                                    "skipped_steps": self.result.skipped_steps, "run": pos.run},
+                        "task": task.extra_state()}
+        rank_state = {"rng": _rng_state(), "epoch_sums": pos.sums,
+                      "loader": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None}
+        meta = {**task.checkpoint_meta(), "world_size": self.dist.world_size, "zero_stage": zero_stage(self.ds)}
+        tag = self.manager.save(self.engine, epoch=pos.epoch, step=pos.step, metrics=metrics,
+                                client_state=client_state, rank_state=rank_state, meta=meta, final=final)
+        self.result.last_tag = tag or self.result.last_tag
+
+    def finish(self) -> FitResult:
+        """A last reconstruction picture (pretraining), the result, the log closed."""
+        pos, result = self.pos, self.result
+        if self.task.draws_pictures and not result.interrupted:
+            _log_picture(self.task, self.engine, next(iter(self.train_loader)), self.context(), self.logger, pos.step)
+        result.steps, result.epochs, result.best = pos.step, pos.epoch, self.manager.best()
+        result.peak_memory_bytes = _peak_memory_bytes(self.dist.device)
+        if result.interrupted:
+            saved = f"saved checkpoint {result.last_tag}" if result.last_tag else "no checkpoint saved"
+            self.logger.print(f"interrupted at step {pos.step}; {saved}; continue with the same command plus "
+                              "--resume auto")
+        self.logger.close()
+        return result
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor([float(self.stop.raised)], device=self.dist.device)
+        return bool(all_reduce_sum(flag).item() > 0)
+
+    def _stopped(self) -> None:
+        """Some rank got SIGINT/SIGTERM: every rank stops here and agrees on which signal it was."""
+        self.result.interrupted = True
+        self.result.signal = -all_reduce_min(-(self.stop.signum or 0), self.dist.device) or None
 def _epoch_metrics(task: Task, sums: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
     reduced = reduce_sums(sums)
     metrics = {"train_loss_epoch": reduced["loss"] / max(reduced["clips"], 1.0)}
