@@ -142,6 +142,7 @@ class FeaturesConfig:
     model_ema_force_cpu: bool = False
     use_checkpoint: bool = False
     kernel_backend: Literal["auto", "triton", "torch"] = "auto"
+    compile: bool = False  # torch.compile each encoder/decoder block (fuses norms, GELU, residual adds)
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from everest.models import PretrainAutoencoder, VideoClassifier, spec_for
 from everest.models.linear import Linear, linear, onednn_available, uses_onednn
-from everest.models.vit import PatchEmbed3d
+from everest.models.vit import PatchEmbed3d, make_blocks, run_blocks
 from everest.patches import denormalize_video, gather_patches, patchify, pixel_targets
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="torch built without oneDNN")
@@ -118,3 +118,23 @@ def test_whole_step_equals_the_torch_linear_step(task, monkeypatch):
     assert grads.keys() == ref_grads.keys()
     for name in grads:
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compiled_blocks_equal_eager_blocks():
+    """features.compile (VideoViTSpec.compile): torch.compile of every block, names unchanged."""
+    spec = spec_for("vit-s", embed_dim=32, num_heads=2, attention_backend="sdpa")
+    eager = make_blocks(32, 2, 2, 4.0, spec, 0.0)
+    compiled = make_blocks(32, 2, 2, 4.0, spec.with_(compile=True), 0.0)
+    compiled.load_state_dict(eager.state_dict())
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    x = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for blocks in (eager, compiled):
+        leaf = x.clone().requires_grad_()
+        out = run_blocks(blocks, leaf, use_checkpoint=False)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append([leaf.grad, *(p.grad for p in blocks.parameters())])
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

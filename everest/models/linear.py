@@ -35,35 +35,54 @@ def backend() -> str:
     return name
 
 
-def _mm(x: Tensor, weight: Tensor) -> Tensor:
-    """x [M, K] @ weight[N, K]^T -> [M, N] on oneDNN (either operand may be a transposed view)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, None, "none", [], "")
+def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-class _OneDnnLinear(torch.autograd.Function):
-    """y = x W^T + b with all three products (forward, dX, dW) on oneDNN."""
+# Custom ops, so that torch.compile calls them as they are (Inductor's own lowering of the
+# oneDNN op wants frozen weights) and autograd runs the backward's products on oneDNN too.
+@torch.library.custom_op("everest::onednn_mm", mutates_args=())
+def onednn_mm(a: Tensor, b: Tensor) -> Tensor:
+    """a [M, K] @ b[N, K]^T -> [M, N] on oneDNN; either operand may be a transposed view."""
+    return _onednn(a, b, None)
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, "none", [], "")
-        ctx.save_for_backward(flat, weight)
-        ctx.has_bias = bias is not None
-        ctx.lead = x.shape[:-1]
-        return out.view(*x.shape[:-1], weight.shape[0])
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        flat, weight = ctx.saved_tensors
-        g = grad.reshape(-1, weight.shape[0])
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _mm(g, weight.t()).view(*ctx.lead, weight.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _mm(g.t(), flat.t())
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b
+@onednn_mm.register_fake
+def _(a: Tensor, b: Tensor) -> Tensor:
+    return a.new_empty(a.shape[0], b.shape[0])
+
+
+@torch.library.custom_op("everest::onednn_linear", mutates_args=())
+def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """F.linear(x, weight, bias) for x [..., K] on oneDNN (the bias added inside the product)."""
+    return _onednn(x.reshape(-1, x.shape[-1]), weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+
+@onednn_linear.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+def _save(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad: Tensor):
+    x, weight = ctx.saved_tensors
+    g = grad.reshape(-1, weight.shape[0])
+    grad_x = grad_w = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_x = onednn_mm(g, weight.t()).view(x.shape)
+    if ctx.needs_input_grad[1]:
+        grad_w = onednn_mm(g.t(), x.reshape(-1, x.shape[-1]).t())
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_b = g.sum(0)
+    return grad_x, grad_w, grad_b
+
+
+onednn_linear.register_autograd(_backward, setup_context=_save)
 
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
@@ -75,7 +94,7 @@ def uses_onednn(x: Tensor, weight: Tensor) -> bool:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)`, on oneDNN for CPU fp32/bf16 tensors (see the module doc)."""
     if uses_onednn(x, weight):
-        return _OneDnnLinear.apply(x, weight, bias)
+        return onednn_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 

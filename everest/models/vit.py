@@ -61,6 +61,7 @@ class VideoViTSpec:
     layer_scale_init_value: float = 0.0
     attention_backend: str = "auto"
     use_checkpoint: bool = False
+    compile: bool = False  # torch.compile every block (Module.compile: parameter names unchanged)
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -200,13 +201,19 @@ class Block(nn.Module):
 
 def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, spec: VideoViTSpec,
                 drop_path_rate: float) -> nn.ModuleList:
-    """`depth` blocks with drop path rising linearly to drop_path_rate (timm's rule)."""
+    """`depth` blocks with drop path rising linearly to drop_path_rate (timm's rule), each
+    compiled with torch.compile when spec.compile (one graph per block: the norms, GELU and
+    residual adds fuse around the matrix products; every block shares the compiled code)."""
     rates = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
-    return nn.ModuleList(
+    blocks = nn.ModuleList(
         Block(dim, num_heads, mlp_ratio, spec.qkv_bias, rate, spec.layer_scale_init_value,
               spec.norm_eps, spec.attention_backend)
         for rate in rates
     )
+    if spec.compile:  # in place, so state_dict names stay those of the eager blocks
+        for block in blocks:
+            block.compile()
+    return blocks
 
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, use_checkpoint: bool,

@@ -38,6 +38,7 @@ def spec_from_config(cfg: Config) -> VideoViTSpec:
         tubelet_size=m.tubelet_size, num_frames=cfg.training.num_frames, drop_path_rate=m.drop_path_rate,
         layer_scale_init_value=m.layer_scale_init_value, norm_eps=m.norm_eps, head_norm_eps=m.norm_eps,
         attention_backend=m.attention_backend, use_checkpoint=cfg.features.use_checkpoint,
+        compile=cfg.features.compile,
     )
 
 
