@@ -35,29 +35,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from everest.config import ConfigError  # noqa: E402
 from everest.engine.cli import exit_on_user_error  # noqa: E402
+from everest.inference.cli import check_counts, video_parser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or folder (any supported format)")
-    parser.add_argument("--videos", required=True, help="folder, glob, video file, list file or prepared dataset")
+    parser = video_parser(__doc__, "checkpoint file or folder (any supported format)", "clips per encoder forward", 8)
     parser.add_argument("--output", required=True, help="folder for the features and index.csv")
-    parser.add_argument("--config", default=None, help="YAML config giving the clip recipe (default: the checkpoint's)")
-    parser.add_argument("--root", default=None, help="folder the list file's relative paths start from")
     parser.add_argument("--clips", type=int, default=None, help="K windows spread evenly over each video")
     parser.add_argument("--window", default=None, help="sliding window length: frames ('64') or seconds ('2s')")
     parser.add_argument("--stride", default=None, help="sliding window step (default: the window length)")
     parser.add_argument("--crops", type=int, default=1, help="spatial crops per window, averaged (default 1)")
     parser.add_argument("--pooling", default="mean", choices=["mean", "tokens"])
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=8, help="clips per encoder forward")
-    parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in the main one)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="config overrides, e.g. model.mcm=true model.mcm_ratio=0.4")
     return parser.parse_args(argv)
 
 
@@ -73,8 +64,7 @@ def check_args(args: argparse.Namespace):
         raise ConfigError(f"--clips/--window/--stride/--crops: {err}") from None
     if args.pooling == "tokens" and args.crops != 1:
         raise ConfigError("--pooling tokens takes one crop per window (--crops 1)")
-    if args.batch_size < 1 or args.workers < 0:
-        raise ConfigError(f"--batch_size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
+    check_counts(args.batch_size, args.workers)
     load_config(args.config, args.overrides)  # a typo fails here, before the checkpoint is read
     if not Path(args.checkpoint).exists():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")

@@ -30,22 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from everest.config import ConfigError  # noqa: E402
 from everest.engine.cli import exit_on_user_error  # noqa: E402
+from everest.inference.cli import check_counts, video_parser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint (any supported format)")
-    parser.add_argument("--videos", required=True, help="folder, glob, video file, list file or prepared dataset")
+    parser = video_parser(__doc__, "fine-tuned checkpoint (any supported format)", "videos per forward", 4)
     parser.add_argument("--output", default=None, help="CSV file to write (default: print the CSV)")
-    parser.add_argument("--config", default=None, help="the YAML config the model was fine-tuned with")
-    parser.add_argument("--root", default=None, help="folder the list file's relative paths start from")
     parser.add_argument("--class_names", "--class-names", default=None, help="file of class names")
-    parser.add_argument("--batch_size", "--batch-size", type=int, default=4, help="videos per forward")
-    parser.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in the main one)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help="config overrides, e.g. training.test_num_segment=5 training.test_num_crop=3")
     return parser.parse_args(argv)
 
 
@@ -55,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from everest.config import load_config
 
     load_config(args.config, args.overrides)  # a typo fails here, before anything heavy
-    if args.batch_size < 1 or args.workers < 0:
-        raise ConfigError(f"--batch_size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
+    check_counts(args.batch_size, args.workers)
     for flag, path in (("--checkpoint", args.checkpoint), ("--class_names", args.class_names)):
         if path and not Path(path).exists():
             raise FileNotFoundError(f"{flag} {path}: no such file or folder")
