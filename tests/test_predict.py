@@ -110,3 +110,17 @@ def test_regression_outputs_and_class_names_errors(work: Path, capsys):
     assert predict.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "videos"),
                          "--class_names", str(work / "two_names.txt")]) == 2
     assert "2 names for 4 classes" in capsys.readouterr().err
+
+
+def test_extraction_reads_prepared_shards(work: Path):
+    import extract_features
+
+    out = work / "shard_features"
+    assert extract_features.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "shards"),
+                                  "--output", str(out), "--config", str(work / "cfg.yaml"), "--clips", "2",
+                                  "--no_progress"]) == 0
+    rows = read_csv(out / "index.csv")
+    assert [r["path"] for r in rows] == [str(work / "videos" / n) for n in FRAMES]  # keyed by the source path
+    assert [r["file"] for r in rows] == [n.replace(".mp4", ".npy") for n in FRAMES]
+    assert [int(r["video_frames"]) for r in rows] == list(FRAMES.values())
+    assert all(np.load(out / r["file"]).shape == (2, 32) for r in rows)
