@@ -20,16 +20,6 @@ from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl
 
 exit_on_signal()
 
-from everest.models import (  # noqa: E402
-    WeightsError,
-    export_huggingface,
-    export_videomae,
-    load_classifier,
-    load_pretrain_model,
-    read_weights,
-    save_everest,
-)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +29,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, default=None, help="clip length the model is built for")
     parser.add_argument("--input-size", type=int, default=None, help="frame size the model is built for")
     args = parser.parse_args(argv)
+
+    if not Path(args.input).exists():
+        print(f"error: --input {args.input}: no such file or folder", file=sys.stderr)
+        return 2
+
+    from everest.models import (  # after the arguments: --help and typos answer at once
+        WeightsError,
+        export_huggingface,
+        export_videomae,
+        load_classifier,
+        load_pretrain_model,
+        read_weights,
+        save_everest,
+    )
 
     overrides = {k: v for k, v in (("num_frames", args.num_frames), ("input_size", args.input_size)) if v}
     try:

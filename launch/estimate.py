@@ -22,8 +22,7 @@ from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl
 
 exit_on_signal()
 
-from everest.engine import distributed  # noqa: E402,F401  (first: selects DeepSpeed's accelerator)
-from everest.engine.cli import exit_on_user_error  # noqa: E402
+from everest.engine.cli import exit_on_user_error, resolve_path  # noqa: E402
 
 DEFAULT_CONFIG = "configs/pretrain/vit_b_k400.yaml"
 
@@ -47,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from everest.config import load_config
     from everest.engine.ds_config import load_ds_json, resolve_ds_config
-    from everest.engine.trainer import resolve_path
-    from everest.estimate.report import estimate, render
 
     overrides = list(args.overrides)
     if args.deepspeed_config:
@@ -57,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ds_path = cfg.training.deepspeed_config
     ds = resolve_ds_config(copy.deepcopy(cfg), load_ds_json(resolve_path(ds_path)),
                            world_size=args.gpus * args.nodes, on_gpu=True, source=ds_path)
+
+    from everest.engine import distributed  # noqa: F401  (first of the heavy imports: selects DeepSpeed's accelerator)
+    from everest.estimate.report import estimate, render
+
     print(render(estimate(cfg, ds, args.gpus, args.nodes, args.gpu_memory, args.reserve), ds_path))
     return 0
 

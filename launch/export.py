@@ -19,9 +19,6 @@ from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl
 
 exit_on_signal()
 
-from everest.engine import distributed  # noqa: E402,F401  (selects DeepSpeed's accelerator)
-from everest.models.weights import WeightsError, export_consolidated  # noqa: E402
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="the .pt file to write")
     args = parser.parse_args(argv)
     source = Path(args.checkpoint) / args.tag if args.tag else Path(args.checkpoint)
+    if not source.exists():
+        print(f"error: --checkpoint {source}: no such file or folder", file=sys.stderr)
+        return 2
+
+    from everest.engine import distributed  # noqa: F401  (first of the heavy imports: selects DeepSpeed's accelerator)
+    from everest.models.weights import WeightsError, export_consolidated
+
     try:
         kind, count = export_consolidated(source, args.output)
     except WeightsError as err:

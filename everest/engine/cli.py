@@ -66,7 +66,22 @@ def load_run_config(args: argparse.Namespace) -> Config:
     resolve_ds_config(copy.deepcopy(cfg), load_ds_json(ds_path), world_size=world, on_gpu=False, source=str(ds_path))
     if cfg.checkpoint.enable:
         ensure_fresh_dir(cfg.checkpoint.dir, args.resume)
+    check_local_paths(cfg)
     return cfg
+
+
+def check_local_paths(cfg: Config) -> None:
+    """Missing local datasets and pretrained checkpoints, found before the heavy imports (remote
+    s3:// paths are checked when they are opened)."""
+    if not cfg.data.synthetic:
+        for split in ("train", "val", "test"):
+            path = getattr(cfg.data, f"{split}_optimized_dir")
+            if path and "://" not in path and not (Path(path) / "index.json").is_file():
+                raise ConfigError(f"data.{split}_optimized_dir={path}: no prepared dataset there (index.json "
+                                  "missing); create it with `python launch/prepare_data.py --videos ... --output ...`")
+    pretrained = cfg.model.pretrained_path
+    if pretrained and "://" not in pretrained and not Path(pretrained).exists():
+        raise ConfigError(f"model.pretrained_path={pretrained}: no such file or folder")
 
 
 def run_status(result) -> int:
