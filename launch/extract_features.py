@@ -6,7 +6,8 @@
     deepspeed --num_gpus N launch/extract_features.py ...     # the videos are split over the ranks
 
 CKPT: anything model.pretrained_path reads (DeepSpeed run folder or tag, exported .pt, official
-VideoMAE/EVEREST .pth, Hugging Face VideoMAE folder), pretraining or fine-tuned. PATH: a folder
+VideoMAE/EVEREST .pth, Hugging Face VideoMAE folder), pretraining or fine-tuned; a run folder is
+read at its best checkpoint, as launch/evaluate.py does (latest when none was ranked). PATH: a folder
 (searched recursively), a glob ('clips/*.mp4', quoted), one video, an annotation/list file of
 `path [label]` lines (relative to --root, default the list's folder) or a prepared dataset.
 
@@ -20,8 +21,8 @@ tokens; <name>.kept.npy then holds the MCM-kept token indices), <name>.windows.j
 window's start/end seconds and frame indices), index.csv (path, file, windows, times, ...),
 skipped.csv (videos that could not be read, with the reason), extraction.json (the run's
 counts and throughput), extraction_settings.json. Re-running skips the videos already done;
-other settings into the same DIR are refused. Exit status 0 when every video is indexed,
-1 when some were skipped, 2 for a usage error.
+other settings into the same DIR are refused; Ctrl-C keeps what is written (exit 130). Exit
+status 0 when every video is indexed, 1 when some were skipped, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
 from everest.config import ConfigError  # noqa: E402
-from everest.engine.cli import exit_on_user_error  # noqa: E402
-from everest.inference.cli import check_counts, video_parser  # noqa: E402
+from everest.engine.cli import exit_on_user_error, resolve_path  # noqa: E402
+from everest.inference.cli import check_counts, chosen_checkpoint, video_parser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,9 +70,10 @@ def check_args(args: argparse.Namespace):
     if args.pooling == "tokens" and args.crops != 1:
         raise ConfigError("--pooling tokens takes one crop per window (--crops 1)")
     check_counts(args.batch_size, args.workers)
+    if args.config:
+        args.config = str(resolve_path(args.config))
     load_config(args.config, args.overrides)  # a typo fails here, before the checkpoint is read
-    if not Path(args.checkpoint).exists():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint}: no such file or folder")
+    args.checkpoint = chosen_checkpoint(args.checkpoint)
     return sampling
 
 
@@ -79,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     from everest.data.annotations import AnnotationError
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
     from everest.inference.encoder import load_feature_encoder
+    from everest.inference.cli import exit_on_signal_with
     from everest.inference.extract import INDEX_FILE, extract_to_folder
 
     encoder = load_feature_encoder(args.checkpoint, args.config, args.overrides)
+    exit_on_signal_with(f"the videos already written stay in {args.output}; the same command continues")
     ranks = int(os.environ.get("WORLD_SIZE", "1")) > 1
     dist_info = distributed.init_distributed(args.device) if ranks else None
     device = dist_info.device if dist_info else distributed.choose_device(args.device)

@@ -5,7 +5,8 @@
         [--class_names names.txt] [--batch_size 4] [--workers 0] [section.key=value ...]
     deepspeed --num_gpus N launch/predict.py ...     # the videos are split over the ranks
 
-PATH: a folder (recursive), a glob, one video, an annotation/list file (its labels, when
+FINETUNED: any checkpoint format; a run folder is scored at its best checkpoint, as
+launch/evaluate.py does. PATH: a folder (recursive), a glob, one video, an annotation/list file (its labels, when
 present, fill the label column; relative paths start at --root, default the list's folder) or a
 prepared dataset. Views per video: training.test_num_segment x training.test_num_crop of the
 config; MCM as the config says (model.mcm, model.mcm_ratio, model.mcm_at_test). Without
@@ -28,9 +29,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first: Ctrl-C is clean from here on)
+
+exit_on_signal()
+
 from everest.config import ConfigError  # noqa: E402
-from everest.engine.cli import exit_on_user_error  # noqa: E402
-from everest.inference.cli import check_counts, video_parser  # noqa: E402
+from everest.engine.cli import exit_on_user_error, resolve_path  # noqa: E402
+from everest.inference.cli import check_counts, chosen_checkpoint, video_parser  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from everest.config import load_config
 
+    if args.config:
+        args.config = str(resolve_path(args.config))
     load_config(args.config, args.overrides)  # a typo fails here, before anything heavy
     check_counts(args.batch_size, args.workers)
-    for flag, path in (("--checkpoint", args.checkpoint), ("--class_names", args.class_names)):
-        if path and not Path(path).exists():
-            raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+    if args.class_names and not Path(args.class_names).is_file():
+        raise FileNotFoundError(f"--class_names {args.class_names}: no such file")
+    args.checkpoint = chosen_checkpoint(args.checkpoint)
 
     from everest.data.annotations import AnnotationError
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator

@@ -28,3 +28,34 @@ def check_counts(batch_size: int, workers: int) -> None:
     """Raise ConfigError unless batch_size >= 1 and workers >= 0."""
     if batch_size < 1 or workers < 0:
         raise ConfigError(f"--batch_size {batch_size} must be >= 1 and --workers {workers} >= 0")
+
+
+def exit_on_signal_with(message: str) -> None:
+    """From now on SIGINT/SIGTERM end the process with `message` on stderr and status 130/143."""
+    import signal
+    import sys
+
+    from everest.engine.interrupts import SIGNALS, exit_status
+
+    def stop(signum: int, frame: object) -> None:
+        print(f"interrupted ({signal.Signals(signum).name}): {message}", file=sys.stderr, flush=True)
+        raise SystemExit(exit_status(signum))
+
+    for sig in SIGNALS:
+        signal.signal(sig, stop)
+
+
+def chosen_checkpoint(path: str) -> str:
+    """A run folder's best checkpoint (as launch/evaluate.py scores it), else `path`; named on
+    stderr. Raises FileNotFoundError for a path that does not exist."""
+    import sys
+    from pathlib import Path
+
+    from everest.engine.checkpoint import choose_checkpoint
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file or folder")
+    checkpoint, why = choose_checkpoint(path)
+    if str(checkpoint) != str(path):
+        print(f"checkpoint: {checkpoint} ({why})", file=sys.stderr, flush=True)
+    return str(checkpoint)
