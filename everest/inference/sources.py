@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
@@ -63,7 +63,7 @@ def _unique(sources: list[VideoSource]) -> list[VideoSource]:
     for s in sources:
         name = s.name if s.name not in seen else f"{s.name}_{s.order:06d}"
         seen.add(name)
-        out.append(s if name == s.name else VideoSource(**{**s.__dict__, "name": name}))
+        out.append(s if name == s.name else replace(s, name=name))
     return out
 
 
