@@ -236,3 +236,23 @@ def test_segments_cut_the_views_evaluation_cuts(work: Path):
     maker = clip_maker(cfg, "test", multiview=True)
     maker.read_frames = lambda _record, indices: video.read(indices)
     assert torch.equal(views.flatten(0, 1), maker(record)["video"])
+
+
+def test_video_sources_from_folder_glob_list_and_one_file(work: Path, tmp_path: Path):
+    from everest.data.annotations import AnnotationError
+    from everest.inference.sources import find_videos
+
+    videos = work / "videos"
+    folder = find_videos(videos)
+    assert [s.name for s in folder] == ["a", "b", "deep/c", "deep/d", "empty", "garbage", "truncated"]
+    assert [s.name for s in find_videos(f"{videos}/**/c*.mp4")] == ["deep/c"]
+    assert [s.name for s in find_videos(f"{videos}/*.mp4")][:2] == ["a", "b"]
+    (tmp_path / "list.txt").write_text("deep/c.mp4 2\n/elsewhere/a.mp4 1\n")
+    listed = find_videos(tmp_path / "list.txt", root=videos)
+    assert [(s.path, s.name, s.label) for s in listed] == [("deep/c.mp4", "deep/c", (2.0,)),
+                                                          ("/elsewhere/a.mp4", "000001_a", (1.0,))]
+    assert [s.path for s in find_videos(videos / "b.mp4")] == [str(videos / "b.mp4")]
+    with pytest.raises(AnnotationError, match="matches no file"):
+        find_videos(f"{videos}/*.webm")
+    with pytest.raises(AnnotationError, match="no such file"):
+        find_videos(tmp_path / "missing")

@@ -174,9 +174,9 @@ def iter_features(encoder: FeatureEncoder, sources: Sequence[VideoSource], sampl
         yield from run_queue()
 
 
-def extract(encoder: FeatureEncoder, videos: str, *, clips: int | None = None, window: str | None = None,
+def extract(encoder: FeatureEncoder, videos: str | Path, *, clips: int | None = None, window: str | None = None,
             stride: str | None = None, crops: int = 1, pooling: Pooling = "mean", batch_size: int = 8,
-            workers: int = 0, precision: Precision = "auto", root: str | None = None,
+            workers: int = 0, precision: Precision = "auto", root: str | Path | None = None,
             on_skip: Callable[[Skipped], None] | None = None) -> Iterator[VideoFeatures]:
     """Features of every video named by `videos` (a folder, glob, video file, list file or
     prepared dataset; see find_videos), as videos finish. Windows: `clips` per video, or sliding

@@ -121,11 +121,12 @@ def _from_prepared(dataset: Path) -> list[VideoSource]:
     return sorted(sources, key=lambda s: s.order)
 
 
-def find_videos(videos: str, root: str | None = None) -> list[VideoSource]:
+def find_videos(videos: str | Path, root: str | Path | None = None) -> list[VideoSource]:
     """The videos named by `videos`: a prepared dataset folder, a folder (searched recursively),
     a glob pattern, one video file, or an annotation/list file of `path [label ...]` lines whose
     relative paths start at `root` (default: the list file's folder). Raises AnnotationError
     naming what was not found."""
+    videos = str(videos)
     path = Path(videos).expanduser()
     if is_prepared_dataset(path):
         found = _from_prepared(path)
