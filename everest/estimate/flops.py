@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+import everest.models.linear  # noqa: F401  (registers the torch.ops.everest ops counted below)
 from everest.estimate.plans import TokenPlan
 from everest.models.vit import VideoViTSpec
 
@@ -112,14 +113,18 @@ def _onednn_linear(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * x_shape.numel() * w_shape[0]  # tokens x fan_in x fan_out
 
 
+def _onednn_mm(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * a_shape[0] * a_shape[1] * b_shape[0]
+
+
 # torch counts its CUDA attention kernels but not the CPU flash kernel SDPA uses on CPU, nor
-# the oneDNN linear everest.models.linear runs on CPU.
+# the oneDNN linear ops of everest.models.linear (custom ops, opaque to the counter).
 _CPU_KERNELS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+    torch.ops.everest.onednn_linear: _onednn_linear,
+    torch.ops.everest.onednn_mm: _onednn_mm,
 }
-if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-    _CPU_KERNELS[torch.ops.mkldnn._linear_pointwise] = _onednn_linear
 
 
 def flop_counter() -> FlopCounterMode:
