@@ -211,6 +211,7 @@ class Loop:
         self.result = FitResult()
         self.consecutive_bad = 0
         self.lr = 0.0
+        self.last_batch: dict[str, Any] | None = None  # for the final picture (no second pass over the loader)
         self.window = {"loss": 0.0, "n": 0, "clips": 0, "tokens": 0, "data_s": 0.0, "start": time.perf_counter()}
 
     def context(self) -> StepContext:
@@ -263,6 +264,7 @@ class Loop:
             except StopIteration:
                 break
             self.window["data_s"] += time.perf_counter() - t0
+            self.last_batch = batch
             if not self.micro_batch(batch):  # skipped, or inside a gradient accumulation
                 continue
             self.after_optimizer_step(batch)
@@ -374,8 +376,9 @@ class Loop:
     def finish(self) -> FitResult:
         """A last reconstruction picture (pretraining), the result, the log closed."""
         pos, result = self.pos, self.result
-        if self.task.draws_pictures and not result.interrupted:
-            _log_picture(self.task, self.engine, next(iter(self.train_loader)), self.context(), self.logger, pos.step)
+        batch = self.last_batch if self.last_batch is not None else next(iter(self.train_loader), None)
+        if self.task.draws_pictures and not result.interrupted and batch is not None:
+            _log_picture(self.task, self.engine, batch, self.context(), self.logger, pos.step)
         result.steps, result.epochs, result.best = pos.step, pos.epoch, self.manager.best()
         result.peak_memory_bytes = _peak_memory_bytes(self.dist.device)
         if result.interrupted:
