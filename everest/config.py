@@ -40,6 +40,12 @@ class DataConfig:
     synthetic: bool = False
     synthetic_dir: str = "./data/synthetic"
     synthetic_videos: int = 48
+    # "motion": shapes over smooth backgrounds, labelled by motion axis x speed (4 classes; speed
+    # for regression). "objects": a textured disc over a textured background, labelled by its
+    # texture orientation x motion axis (8 classes); see everest/data/objects.py.
+    synthetic_kind: Literal["motion", "objects"] = "motion"
+    # Validation and test videos each; null: as many as synthetic_videos, between 4 and 96.
+    synthetic_heldout: Optional[int] = None
 
 
 @dataclass
@@ -165,6 +171,10 @@ class LoggingConfig:
     log_freq: int = 10
     image_freq: int = 0
     run_name: Optional[str] = None
+    # Pretraining: warn once when pretext_progress is still below `pretext_warn_below` after this
+    # share of the epochs (0 turns the warning off).
+    pretext_warn_after: float = 0.3
+    pretext_warn_below: float = 0.02
 
 
 @dataclass
@@ -485,6 +495,8 @@ def validate(cfg: Config) -> None:
         "checkpoint.save_ckpt_freq must be >= 1 or null",
     )
     _check(cfg.logging.log_freq >= 1, f"logging.log_freq={cfg.logging.log_freq} must be >= 1")
+    _check(0 <= cfg.logging.pretext_warn_after <= 1,
+           f"logging.pretext_warn_after={cfg.logging.pretext_warn_after} must lie in [0, 1] (a share of the epochs)")
 
 
 # ------------------------------------------------------------------------------- reference

@@ -46,6 +46,7 @@ class SyntheticSpec:
     fps: int = 12
     seed: int = 0
     version: int = 2  # bumped when the rendering changes, so that old collections are rebuilt
+    kind: str = "motion"  # "motion" (this module's shapes) or "objects" (everest.data.objects)
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,32 @@ def write_video(path: str | Path, video: np.ndarray, fps: int) -> None:
         container.mux(stream.encode(None))
 
 
+def _generate_objects(out_dir: Path, spec: SyntheticSpec) -> Path:
+    """The "objects" collection (everest.data.objects): one generator per video, so that a
+    smaller collection is the first videos of a larger one with the same seed."""
+    from everest.data.objects import CLASSES as OBJECT_CLASSES
+    from everest.data.objects import render_objects, video_rng
+
+    for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos, spec.test_videos)):
+        folder = out_dir / "videos" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(count):
+            label = i % len(OBJECT_CLASSES)
+            name = f"{split}/{split}_{i:05d}_{OBJECT_CLASSES[label]}.mp4"
+            write_video(out_dir / "videos" / name, render_objects(label, video_rng(spec.seed, split, i), spec.size,
+                                                                  spec.frames), spec.fps)
+            rows.append((name, label))
+        write_annotations(out_dir / f"{split}_motion.csv", rows)
+    return out_dir
+
+
 def generate_collection(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """Write videos/{train,val,test}/*.mp4 and {split}_{motion,speed}.csv under `out_dir`."""
+    """Write videos/{train,val,test}/*.mp4 and {split}_{motion,speed}.csv under `out_dir`
+    ("objects" collections have class labels only, in {split}_motion.csv)."""
     out_dir = Path(out_dir)
+    if spec.kind == "objects":
+        return _generate_objects(out_dir, spec)
     rng = np.random.default_rng(spec.seed)
     for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos, spec.test_videos)):
         folder = out_dir / "videos" / split
@@ -158,14 +182,18 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
 
     if labels not in ("motion", "speed"):
         raise ValueError(f"labels must be 'motion' or 'speed'; got {labels!r}")
+    kind = getattr(data_cfg, "synthetic_kind", "motion")
+    if kind == "objects" and labels == "speed":
+        raise ValueError("data.synthetic_kind=objects has class labels only: use data.synthetic_kind=motion "
+                         "for the speed regression")
     videos = int(data_cfg.synthetic_videos)
     if videos < 1:
         raise ValueError(f"data.synthetic_videos={videos} must be >= 1")
-    # As many validation and test videos as training videos (4..96 each): accuracy on a dozen
-    # videos moves in 8-point steps, too coarse to compare two runs. Validation picks the best
-    # checkpoint; the test split, never looked at during training, is what a run reports.
-    held_out = min(max(4, videos), 96)
-    spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out)
+    # By default as many validation and test videos as training videos (4..96 each): accuracy on a
+    # dozen videos moves in 8-point steps, too coarse to compare two runs. Validation picks the
+    # best checkpoint; the test split, never looked at during training, is what a run reports.
+    held_out = getattr(data_cfg, "synthetic_heldout", None) or min(max(4, videos), 96)
+    spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, kind=kind)
     root = Path(data_cfg.synthetic_dir).expanduser().resolve()
     shards = root / f"shards-{labels}"
     wanted = {"spec": asdict(spec), "labels": labels}

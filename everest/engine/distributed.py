@@ -134,3 +134,9 @@ def any_rank(flag: bool, device: torch.device) -> bool:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def print_main(message: str) -> None:
+    """Print on rank 0 only (every rank when no process group is running)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        print(message, flush=True)

@@ -8,16 +8,17 @@ masks whatever the number of ranks or a resume.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from everest import tokens
+from everest import pretext, tokens
 from everest.config import Config
 from everest.data import to_model_input
-from everest.engine.distributed import even_batches
+from everest.engine.distributed import even_batches, print_main
 from everest.engine.optim import param_groups
 from everest.engine.task import StepContext, StepOutput, Task, blank_batch
 from everest.metrics import add_sums, reduce_sums
@@ -81,6 +82,11 @@ class PretrainObjective(nn.Module):
         loss = nn.functional.mse_loss(pred.float(), target)
         return loss, pred, selection
 
+    def encoded_visible(self, video: Tensor, visible: Tensor) -> Tensor:
+        """The encoder's output tokens [B, V, D] for the `visible` tokens (collapse diagnostics)."""
+        weight = self.model.encoder.patch_embed.proj.weight
+        return self.model.encoder.encode(self.model.embed(video.to(weight.dtype)), visible)
+
 
 class PretrainTask(Task):
     """The pretraining task the loop drives."""
@@ -91,6 +97,9 @@ class PretrainTask(Task):
         self.cfg = cfg
         self.model = model or PretrainAutoencoder(spec_from_config(cfg))
         self.module = PretrainObjective(self.model, cfg)
+        log = cfg.logging
+        self.watch = pretext.ProgressWatch(log.pretext_warn_after, log.pretext_warn_below, cfg.training.max_epochs,
+                                           log=print_main)
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         return param_groups(self.module, weight_decay)
@@ -115,15 +124,40 @@ class PretrainTask(Task):
 
     @torch.no_grad()
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
+        """Validation loss next to the trivial predictors' losses on the same targets, the
+        pretext progress and the encoder's within-clip token cosine on the first batch. The masks
+        are those of epoch 0 every time, so the figures compare across epochs."""
         engine.eval()
-        sums = {"loss": 0.0, "clips": 0.0}
+        fixed = replace(ctx, epoch=0)
+        spec, normalized = self.model.spec, self.cfg.model.normalize_target
+        sums: dict[str, float] = {"loss": 0.0, "clips": 0.0, "cosine": 0.0, "cosine_clips": 0.0}
         for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
-            video, noise = self._inputs(batch, ctx)
-            loss, _, _ = engine(video, noise)
-            if real:
-                add_sums(sums, {"loss": loss.item() * video.shape[0], "clips": float(video.shape[0])})
+            video, noise = self._inputs(batch, fixed)
+            loss, _, selection = engine(video, noise)
+            latent = engine.module.encoded_visible(video, selection.visible) if sums["cosine_clips"] == 0 else None
+            if not real:
+                continue
+            clips = float(video.shape[0])
+            target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size, normalized,
+                                   mean=self.module.mean, std=self.module.std)
+            video01 = denormalize_video(video.float(), self.module.mean, self.module.std)
+            baselines = pretext.trivial_losses(video01, target, selection.visible, selection.target,
+                                               spec.tubelet_size, spec.patch_size, spec.grid[1] * spec.grid[2],
+                                               normalized)
+            part = {"loss": loss.item() * clips, "clips": clips}
+            part.update({f"baseline_{k}": v.sum().item() for k, v in baselines.items()})
+            if latent is not None:
+                part.update(cosine=pretext.token_cosine(latent).sum().item(), cosine_clips=clips)
+            add_sums(sums, part)
         totals = reduce_sums(sums)
-        return {"val_loss": totals["loss"] / max(totals["clips"], 1.0)}
+        clips = max(totals.pop("clips"), 1.0)
+        metrics = {"val_loss": totals.pop("loss") / clips}
+        metrics.update({f"val_{k}_loss": totals[k] / clips for k in sorted(totals) if k.startswith("baseline_")})
+        baseline = metrics.get(f"val_baseline_{pretext.baseline_name(normalized)}_loss", 0.0)
+        metrics["pretext_progress"] = pretext.pretext_progress(metrics["val_loss"], baseline)
+        metrics["val_token_cosine"] = totals["cosine"] / max(totals["cosine_clips"], 1.0)
+        self.watch.update(ctx.epoch, metrics["pretext_progress"])
+        return metrics
 
     @torch.no_grad()
     def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
