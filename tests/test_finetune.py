@@ -161,6 +161,29 @@ def test_classification_end_to_end_one_rank(work: Path):
     assert acc5 == 100.0  # 4 classes: top-5 covers them all
 
 
+def test_evaluate_on_a_run_folder_scores_the_best_checkpoint_and_says_so(work: Path):
+    folder = work / "cls1" / "logs" / "run" / "test"
+    if not folder.is_dir():
+        folder = finetune(work, "cls1")
+    ck = work / "cls1" / "ck"
+    index = json.loads((ck / "everest_checkpoints.json").read_text())
+    ranked = [e for e in index["checkpoints"] if "top_k" in e["roles"]]
+    best = max(ranked, key=lambda e: e["metric"])["tag"]  # monitor val_acc1: higher is better
+    out = work / "cls1" / "eval"
+    proc = subprocess.run([PYTHON, str(ROOT / "launch" / "evaluate.py"), "--config", "configs/finetune/default_cpu.yaml",
+                           "--checkpoint", str(ck), "--output_dir", str(out), f"data.synthetic_dir={work / 'synthetic'}",
+                           "data.synthetic_videos=16", "training.num_frames=4", "training.frames_to_sample=4",
+                           "model.input_size=32", "training.test_num_segment=2", "training.test_num_crop=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines()[0].startswith(f"checkpoint: {ck / best} (best by val_acc1 = ")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checkpoint"] == str(ck / best)
+    trained = json.loads((folder / "summary.json").read_text())  # what fine-tuning tested at its end
+    assert trained["checkpoint"] == summary["checkpoint"]
+    assert summary["metrics"] == pytest.approx(trained["metrics"])
+
+
 def test_regression_end_to_end_two_ranks_zero3(work: Path):
     # ZeRO-3: every forward is collective, so the uneven validation shards must be padded.
     folder = finetune(work, "reg2", "model.task_type=regression", "model.output_dim=1", "model.regression_loss=l1",
