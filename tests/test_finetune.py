@@ -131,7 +131,8 @@ def work(tmp_path_factory) -> Path:
 def finetune(work: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
     """Run launch/finetune.py on the built-in data; returns the run's test folder."""
     args = [str(ROOT / "launch" / "finetune.py"), f"data.synthetic_dir={work / 'synthetic'}",
-            "data.synthetic_videos=16", f"checkpoint.dir={work / name / 'ck'}", f"logging.log_dir={work / name / 'logs'}",
+            "data.synthetic_videos=16", "data.synthetic_kind=motion", "data.synthetic_heldout=16",
+            "model.num_classes=4", f"checkpoint.dir={work / name / 'ck'}", f"logging.log_dir={work / name / 'logs'}",
             "logging.run_name=run", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.input_size=32",
             "training.num_frames=4", "training.frames_to_sample=4", "training.batch_size=4", "training.max_epochs=2",
             "training.test_num_segment=2", "training.test_num_crop=2", "logging.log_freq=1", *overrides]
@@ -172,7 +173,8 @@ def test_evaluate_on_a_run_folder_scores_the_best_checkpoint_and_says_so(work: P
     out = work / "cls1" / "eval"
     proc = subprocess.run([PYTHON, str(ROOT / "launch" / "evaluate.py"), "--config", "configs/finetune/default_cpu.yaml",
                            "--checkpoint", str(ck), "--output_dir", str(out), f"data.synthetic_dir={work / 'synthetic'}",
-                           "data.synthetic_videos=16", "training.num_frames=4", "training.frames_to_sample=4",
+                           "data.synthetic_videos=16", "data.synthetic_kind=motion", "data.synthetic_heldout=16",
+                           "model.num_classes=4", "training.num_frames=4", "training.frames_to_sample=4",
                            "model.input_size=32", "training.test_num_segment=2", "training.test_num_crop=2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -156,7 +156,7 @@ def test_visualize_dataset_clips(root, tmp_path):
     model = _model_for_config(root)
     save_everest(model, ckpt := tmp_path / "model.pt")
     data = [f"data.synthetic_dir={tmp_path / 'synthetic'}", f"data.cache_dir={tmp_path / 'cache'}",
-            "data.synthetic_videos=4"]
+            "data.synthetic_videos=4", "data.synthetic_heldout=4"]
     images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--num_samples", "2",
                   "--frames_to_show", "8", *data)
     assert len(images) == 2

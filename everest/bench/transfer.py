@@ -1,11 +1,18 @@
-"""Does EVEREST pretraining help? `python -m everest.bench.transfer [--seeds 0 1 2] [--budgets 25 100]`
+"""Does pretraining pay off? `python -m everest.bench.transfer [--quick] [--seeds 0 1 2] [--json PATH]`
 
-Runs the real entry points on the built-in data: one `launch/pretrain.py` run on unlabeled
-built-in videos, then for every fine-tuning budget (epochs) and seed two `launch/finetune.py`
-runs with the same config and budget, one from scratch and one from the pretrained encoder. Each
-fine-tuning run picks its best checkpoint on the validation split and reports the multi-view test
-of that checkpoint on the test split, which training never sees. Prints a Markdown table per
-budget (per seed, mean and standard deviation) and writes the JSON record.
+Runs the real entry points on the built-in "objects" collection (everest/data/objects.py: 8
+classes, few labelled videos, a large unlabeled pool). For every seed:
+1. `launch/pretrain.py` twice on the unlabeled pool, with the same model, data and epochs: EVEREST
+   (motion-centric selection, rho 0.7, mask 0.9) and VideoMAE (tube masking 0.9, the decoder over
+   every token). Their training FLOPs are counted (torch's FlopCounterMode over one step of the
+   real objective, times the clips trained on) and their wall time and final pretext_progress
+   (on the validation split) recorded.
+2. `launch/finetune.py` three times with the same config and budget: from scratch, from the
+   EVEREST encoder and from the VideoMAE encoder. Each keeps its best checkpoint on the validation
+   split and reports the multi-view test of that checkpoint on the test split, which neither
+   pretraining nor fine-tuning ever reads.
+Prints a Markdown table and writes JSON: {"rows": [{"init", "seed", "test_acc1", "pretrain_gflops",
+"pretrain_wall_s", "pretext_progress"}, ...], ...}. `--quick` runs seed 0 only.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -20,63 +28,58 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from everest.bench.report import describe_device
-
 REPO = Path(__file__).resolve().parents[2]
 PRETRAIN_CONFIG = "configs/pretrain/default_cpu.yaml"
 FINETUNE_CONFIG = "configs/finetune/default_cpu.yaml"
-# The lowest pretraining loss measured on 384 built-in videos (0.045 vs 0.050 at the default
-# 2e-3, which also grew the residual stream ~25x): see the README's "Does pretraining help?".
-PRETRAIN_DEFAULTS = ["optimizer.lr=3e-4"]
+INITS = ("scratch", "everest", "videomae")
+MASKING = {"everest": ["model.mask_type=motion-centric"], "videomae": ["model.mask_type=tube"]}
 
 
 @dataclass
-class FinetuneRun:
-    """One fine-tuning run: its seed, budget in epochs, start, test metrics and wall time."""
+class Row:
+    """One fine-tuning result and the pretraining it started from (zeros for scratch)."""
 
+    init: str
     seed: int
-    epochs: int
-    start: str  # "scratch" or "pretrained"
-    metrics: dict[str, float]
-    wall_s: float
+    test_acc1: float
+    pretrain_gflops: float = 0.0
+    pretrain_wall_s: float = 0.0
+    pretext_progress: float = 0.0
+    finetune_wall_s: float = 0.0
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
-class TransferResult:
-    """The pretraining run's overrides and wall time, and every fine-tuning run."""
+class Pretraining:
+    """What one pretraining run cost and reached."""
 
-    pretrain_overrides: list[str]
-    finetune_overrides: list[str]
-    pretrain_wall_s: float
-    runs: list[FinetuneRun] = field(default_factory=list)
-
-    def metric(self, start: str, name: str, epochs: int) -> list[float]:
-        """Metric `name` of the runs from `start` at `epochs`, in seed order."""
-        return [r.metrics[name] for r in self.runs if r.start == start and r.epochs == epochs]
+    checkpoint: str
+    gflops: float
+    wall_s: float
+    pretext_progress: float
+    steps: int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m everest.bench.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
-    parser.add_argument("--budgets", type=int, nargs="+", default=[25, 100], help="fine-tuning epochs to compare at")
-    parser.add_argument("--pretrain-videos", type=int, default=384,
-                        help="unlabeled built-in videos to pretrain on (the first 48 are the labelled "
-                             "training videos; validation and test videos are never pretrained on)")
-    parser.add_argument("--pretrain-epochs", type=int, default=40)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
+    parser.add_argument("--quick", action="store_true", help="seed 0 only (about 15 minutes on 2 CPU cores)")
+    parser.add_argument("--pretrain-videos", type=int, default=1024, help="unlabeled videos in the pretraining pool")
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
     parser.add_argument("--finetune-config", default=FINETUNE_CONFIG)
-    parser.add_argument("--pretrain", action="append", default=None, metavar="KEY=VALUE",
-                        help=f"extra override for the pretraining run (repeatable; default {PRETRAIN_DEFAULTS})")
+    parser.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for both pretraining runs (repeatable)")
     parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra override for every fine-tuning run, both starts (repeatable)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="use this pretrained checkpoint instead of pretraining (any supported format)")
-    parser.add_argument("--work-dir", default="output/transfer")
-    parser.add_argument("--json", default=None, help="write the results here (default: WORK_DIR/transfer.json)")
-    return parser.parse_args(argv)
+                        help="extra override for every fine-tuning run (repeatable)")
+    parser.add_argument("--work-dir", default="output/transfer",
+                        help="run folders go here, one new subfolder per invocation")
+    parser.add_argument("--json", default=None, help="write the results here (default: the invocation's folder)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds = [0]
+    return args
 
 
 def _run(script: str, config: str, overrides: list[str], log: Path) -> float:
@@ -98,32 +101,75 @@ def _test_metrics(log_dir: Path) -> dict[str, float]:
     return json.loads(summaries[-1].read_text())["metrics"]
 
 
-def pretrain(args: argparse.Namespace, work: Path) -> tuple[str, list[str], float]:
-    """Pretrain on the unlabeled built-in videos; returns (checkpoint, overrides, wall seconds)."""
-    if args.checkpoint:
-        return args.checkpoint, [], 0.0
-    out = work / "pretrain"
-    extra = PRETRAIN_DEFAULTS if args.pretrain is None else args.pretrain
-    overrides = [f"data.synthetic_dir=./data/synthetic{args.pretrain_videos}",
+def last_logged(log_text: str, key: str) -> float | None:
+    """The last `key=value` an epoch line printed (None when the run never printed it)."""
+    values = re.findall(rf"\b{re.escape(key)}=([-+0-9.eE]+)", log_text)
+    return float(values[-1]) if values else None
+
+
+def steps_done(log_text: str) -> int:
+    found = re.findall(r"done: (\d+) steps", log_text)
+    if not found:
+        raise SystemExit("the pretraining log has no 'done: N steps' line")
+    return int(found[-1])
+
+
+def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
+    """Counted forward + backward GFLOPs of one clip through the real pretraining objective."""
+    import torch
+
+    from everest.config import load_config
+    from everest.estimate.flops import count_flops
+    from everest.tasks.pretrain import PretrainTask
+
+    cfg = load_config(REPO / config, overrides)
+    task = PretrainTask(cfg)
+    spec = task.model.spec
+    video = torch.randn(1, 3, cfg.training.num_frames, spec.input_size, spec.input_size)
+    noise = torch.rand(1, spec.num_patches)
+
+    def step():
+        loss, _, _ = task.module(video, noise)
+        loss.backward()
+
+    return count_flops(step) / 1e9
+
+
+def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int) -> Pretraining:
+    out = work / f"pretrain_{method}_seed{seed}"
+    overrides = [f"data.synthetic_dir=./data/objects{args.pretrain_videos}",
                  f"data.synthetic_videos={args.pretrain_videos}", f"training.max_epochs={args.pretrain_epochs}",
-                 *extra, f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}"]
-    wall = _run("pretrain.py", args.pretrain_config, overrides, work / "pretrain.log")
-    return str(out / "ck"), overrides, wall
+                 f"training.seed={seed}", *MASKING[method], *args.pretrain,
+                 f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}", "logging.image_freq=0"]
+    log = work / f"pretrain_{method}_seed{seed}.log"
+    wall = _run("pretrain.py", args.pretrain_config, overrides, log)
+    text = log.read_text()
+    steps = steps_done(text)
+    from everest.config import load_config
+
+    batch = load_config(REPO / args.pretrain_config, overrides).training.batch_size
+    gflops = training_gflops_per_clip(args.pretrain_config, overrides) * steps * batch
+    progress = last_logged(text, "pretext_progress")
+    if progress is None:
+        raise SystemExit(f"{log}: no pretext_progress was logged (does the run validate?)")
+    return Pretraining(str(out / "ck"), gflops, wall, progress, steps)
 
 
-def finetune(args: argparse.Namespace, work: Path, seed: int, epochs: int, checkpoint: str | None) -> FinetuneRun:
-    """One fine-tuning run from scratch (checkpoint None) or from `checkpoint`."""
-    start = "pretrained" if checkpoint else "scratch"
-    name = f"{start}_{epochs}ep_seed{seed}"
+def finetune(args: argparse.Namespace, work: Path, init: str, seed: int, start: Pretraining | None) -> Row:
+    name = f"finetune_{init}_seed{seed}"
     out = work / name
-    overrides = [f"training.seed={seed}", f"training.max_epochs={epochs}", *args.finetune,
-                 f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}"]
-    if checkpoint:
-        overrides.append(f"model.pretrained_path={checkpoint}")
+    overrides = [f"training.seed={seed}", *args.finetune, f"checkpoint.dir={out / 'ck'}",
+                 f"logging.log_dir={out / 'logs'}"]
+    if start is not None:
+        overrides.append(f"model.pretrained_path={start.checkpoint}")
     wall = _run("finetune.py", args.finetune_config, overrides, work / f"{name}.log")
-    run = FinetuneRun(seed, epochs, start, _test_metrics(out / "logs"), wall)
-    print(f"  {name}: " + ", ".join(f"{k}={v:.2f}" for k, v in run.metrics.items()), flush=True)
-    return run
+    metrics = _test_metrics(out / "logs")
+    row = Row(init, seed, metrics["test_acc1"], finetune_wall_s=wall, test_metrics=metrics)
+    if start is not None:
+        row.pretrain_gflops, row.pretrain_wall_s, row.pretext_progress = start.gflops, start.wall_s, \
+            start.pretext_progress
+    print(f"  {name}: test_acc1={row.test_acc1:.1f}", flush=True)
+    return row
 
 
 def _mean_std(values: list[float]) -> str:
@@ -132,41 +178,65 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def markdown(result: TransferResult, metric: str, budgets: list[int]) -> str:
-    lines = [f"| fine-tuning epochs | seed | scratch {metric} | pretrained {metric} | difference |",
-             "|---|---|---|---|---|"]
-    for epochs in budgets:
-        scratch, pretrained = result.metric("scratch", metric, epochs), result.metric("pretrained", metric, epochs)
-        seeds = [r.seed for r in result.runs if r.start == "scratch" and r.epochs == epochs]
-        for seed, a, b in zip(seeds, scratch, pretrained):
-            lines.append(f"| {epochs} | {seed} | {a:.1f} | {b:.1f} | {b - a:+.1f} |")
-        diffs = [b - a for a, b in zip(scratch, pretrained)]
-        lines.append(f"| {epochs} | mean ± std | {_mean_std(scratch)} | {_mean_std(pretrained)} | "
-                     f"{_mean_std(diffs)} |")
-    lines.append("")
-    walls = ", ".join(f"{statistics.median(r.wall_s for r in result.runs if r.epochs == e):.0f} s at {e} epochs"
-                      for e in budgets)
-    lines.append(f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}; pretraining "
-                 f"{result.pretrain_wall_s:.0f} s; fine-tuning runs (median) {walls}.")
+def markdown(rows: list[Row]) -> str:
+    """Per init: test top-1 (mean ± std and per seed), pretraining GFLOPs, wall s, pretext progress."""
+    lines = ["| init | test top-1 % (mean ± std) | per seed | pretraining GFLOPs | pretraining wall s | "
+             "pretext_progress |", "|---|---|---|---|---|---|"]
+    for init in INITS:
+        mine = sorted((r for r in rows if r.init == init), key=lambda r: r.seed)
+        if not mine:
+            continue
+        per_seed = ", ".join(f"{r.test_acc1:.1f}" for r in mine)
+        mean = lambda key: statistics.mean(getattr(r, key) for r in mine)  # noqa: E731
+        lines.append(f"| {init} | {_mean_std([r.test_acc1 for r in mine])} | {per_seed} | {mean('pretrain_gflops'):.0f} | "
+                     f"{mean('pretrain_wall_s'):.0f} | {mean('pretext_progress'):.3f} |")
     return "\n".join(lines)
+
+
+def margins(rows: list[Row]) -> dict[str, float]:
+    """EVEREST minus scratch and minus VideoMAE (mean and worst seed), and the FLOPs ratio."""
+    by = {(r.init, r.seed): r for r in rows}
+    seeds = sorted({r.seed for r in rows if r.init == "everest"})
+    out: dict[str, float] = {}
+    for other in ("scratch", "videomae"):
+        diffs = [by[("everest", s)].test_acc1 - by[(other, s)].test_acc1 for s in seeds if (other, s) in by]
+        if diffs:
+            out[f"everest_minus_{other}_mean"] = statistics.mean(diffs)
+            out[f"everest_minus_{other}_min"] = min(diffs)
+    flops = [by[("everest", s)].pretrain_gflops / by[("videomae", s)].pretrain_gflops
+             for s in seeds if ("videomae", s) in by and by[("videomae", s)].pretrain_gflops]
+    if flops:
+        out["everest_over_videomae_gflops"] = statistics.mean(flops)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = (REPO / args.work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    checkpoint, pretrain_overrides, pretrain_wall = pretrain(args, work)
-    result = TransferResult(pretrain_overrides, list(args.finetune), pretrain_wall)
-    for epochs in args.budgets:
-        for seed in args.seeds:
-            for start in (None, checkpoint):
-                result.runs.append(finetune(args, work, seed, epochs, start))
-    metric = "test_acc1" if "test_acc1" in result.runs[0].metrics else next(iter(result.runs[0].metrics))
-    print(markdown(result, metric, args.budgets))
+    from everest.bench.report import describe_device
+    import torch
+
+    work = (REPO / args.work_dir).resolve() / time.strftime("run-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True, exist_ok=False)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    for seed in args.seeds:
+        starts = {method: pretrain(args, work, method, seed) for method in ("everest", "videomae")}
+        rows.append(finetune(args, work, "scratch", seed, None))
+        for method, start in starts.items():
+            rows.append(finetune(args, work, method, seed, start))
+    total = time.perf_counter() - started
+    print(markdown(rows))
+    found = margins(rows)
+    print(", ".join(f"{k}={v:.3f}" for k, v in found.items()))
+    device = describe_device(torch.device("cpu"))
+    print(f"{device}, torch {torch.__version__}; whole benchmark {total:.0f} s")
     path = Path(args.json) if args.json else work / "transfer.json"
-    record = {**asdict(result), "metric": metric, "python": platform.python_version(),
-              "device": describe_device(torch.device("cpu")), "finetune_config": args.finetune_config,
-              "pretrain_config": args.pretrain_config, "checkpoint": checkpoint}
+    record = {"rows": [asdict(r) for r in rows], "margins": found, "wall_s": total, "device": device,
+              "python": platform.python_version(), "torch": torch.__version__, "seeds": args.seeds,
+              "pretrain_config": args.pretrain_config, "finetune_config": args.finetune_config,
+              "pretrain_overrides": args.pretrain, "finetune_overrides": args.finetune,
+              "pretrain_videos": args.pretrain_videos, "pretrain_epochs": args.pretrain_epochs}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
     print(f"wrote {path}")
     return 0
