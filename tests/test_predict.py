@@ -124,3 +124,17 @@ def test_extraction_reads_prepared_shards(work: Path):
     assert [r["file"] for r in rows] == [n.replace(".mp4", ".npy") for n in FRAMES]
     assert [int(r["video_frames"]) for r in rows] == list(FRAMES.values())
     assert all(np.load(out / r["file"]).shape == (2, 32) for r in rows)
+
+
+def test_class_names_of_the_built_in_collections(work: Path):
+    from everest.config import load_config
+    from everest.data import objects, synthetic
+    from everest.inference.predict import class_names
+    from everest.models.weights import read_weights
+
+    loaded = read_weights(work / "classifier.pt")
+    for kind, names in (("objects", objects.CLASSES), ("motion", synthetic.CLASSES)):
+        cfg = load_config(None, ["data.synthetic=true", f"data.synthetic_kind={kind}"])
+        assert class_names(cfg, loaded, None, len(names)) == list(names)
+    assert class_names(load_config(None, []), loaded, None, 4) is None
+    assert class_names(load_config(None, []), loaded, str(work / "names.txt"), 4) == NAMES

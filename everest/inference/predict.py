@@ -97,8 +97,10 @@ def class_names(cfg: Config, loaded: LoadedWeights, names_file: str | None, coun
     if id2label and not all(str(v) == f"LABEL_{k}" for k, v in id2label.items()):
         return [str(id2label.get(str(k), k)) for k in range(count)]
     if cfg.data.synthetic and cfg.model.task_type == "classification":
-        from everest.data.synthetic import CLASSES
-
+        if cfg.data.synthetic_kind == "objects":
+            from everest.data.objects import CLASSES
+        else:
+            from everest.data.synthetic import CLASSES
         if count == len(CLASSES):
             return list(CLASSES)
     return None
