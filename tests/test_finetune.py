@@ -132,7 +132,7 @@ def finetune(work: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
     """Run launch/finetune.py on the built-in data; returns the run's test folder."""
     args = [str(ROOT / "launch" / "finetune.py"), f"data.synthetic_dir={work / 'synthetic'}",
             "data.synthetic_videos=16", "data.synthetic_kind=motion", "data.synthetic_heldout=16",
-            "model.num_classes=4", f"checkpoint.dir={work / name / 'ck'}", f"logging.log_dir={work / name / 'logs'}",
+            "model.num_classes=4", "training.val_every_n_epochs=1", f"checkpoint.dir={work / name / 'ck'}", f"logging.log_dir={work / name / 'logs'}",
             "logging.run_name=run", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.input_size=32",
             "training.num_frames=4", "training.frames_to_sample=4", "training.batch_size=4", "training.max_epochs=2",
             "training.test_num_segment=2", "training.test_num_crop=2", "logging.log_freq=1", *overrides]
