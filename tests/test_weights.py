@@ -56,6 +56,8 @@ def test_huggingface_pretraining_round_trip(tmp_path: Path, use_mean_pooling: bo
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
     export_huggingface(ours, tmp_path / "back")
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "back").iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes  # not safetensors' 0600
     reloaded = transformers.VideoMAEForPreTraining.from_pretrained(tmp_path / "back").eval()
     with torch.no_grad():
         again = reloaded(video, bool_masked_pos=mask).logits

@@ -15,6 +15,7 @@ model is built with, so clips of another length or resolution load without inter
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -475,6 +476,10 @@ def export_huggingface(model: nn.Module, out_dir: str | Path) -> Path:
     if isinstance(model, VideoClassifier) and not model.use_mean_pooling:
         raise WeightsError("Hugging Face VideoMAE has no class token; export a mean-pooling model")
     sd = _canonical_to_hf({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()})
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = out / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(weights), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    weights.chmod(0o666 & ~umask)  # safetensors writes 0600; give it the mode every other file gets
     (out / "config.json").write_text(json.dumps(_hf_config_from(model), indent=2))
     return out
