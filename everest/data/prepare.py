@@ -10,6 +10,7 @@ video's line in the annotation file, which is also the "index" every loaded samp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -154,8 +155,12 @@ def prepare_dataset(
     with tempfile.TemporaryDirectory(prefix="everest-prepare-") as report_dir:
         fn = _Transcoder(table.entries, table.label_kind, settings, min_frames, report_dir)
         # fork: workers start at once, and a caller's unguarded script is not re-run in them
-        optimize(fn=fn, inputs=list(range(len(table.entries))), output_dir=str(output), num_workers=workers,
-                 chunk_bytes=chunk_bytes, verbose=verbose, start_method="fork")
+        if verbose:
+            print(f"preparing {len(table.entries)} videos into {output} with {workers} worker(s)", flush=True)
+        # litdata's banners and per-worker chatter go to stdout: keep only its progress bar (stderr)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            optimize(fn=fn, inputs=list(range(len(table.entries))), output_dir=str(output), num_workers=workers,
+                     chunk_bytes=chunk_bytes, verbose=verbose, start_method="fork")
         reports = _read_reports(Path(report_dir))
     if len(reports) < len(table.entries):
         shutil.rmtree(output, ignore_errors=True)
