@@ -131,10 +131,11 @@ class PretrainTask(Task):
         fixed = replace(ctx, epoch=0)
         spec, normalized = self.model.spec, self.cfg.model.normalize_target
         sums: dict[str, float] = {"loss": 0.0, "clips": 0.0, "cosine": 0.0, "cosine_clips": 0.0}
-        for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
+        for number, (batch, real) in enumerate(even_batches(batches, ctx.device, self.dummy_batch)):
             video, noise = self._inputs(batch, fixed)
             loss, _, selection = engine(video, noise)
-            latent = engine.module.encoded_visible(video, selection.visible) if sums["cosine_clips"] == 0 else None
+            # first batch only, on every rank alike (ZeRO-3 gathers the weights collectively)
+            latent = engine.module.encoded_visible(video, selection.visible) if number == 0 else None
             if not real:
                 continue
             clips = float(video.shape[0])
