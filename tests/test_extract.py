@@ -120,7 +120,9 @@ def test_features_equal_a_direct_forward_and_bad_files_are_named(work: Path, one
     assert sorted(Path(r["path"]).relative_to(work / "videos").as_posix() for r in index) == sorted(FRAMES)
     skipped = {Path(r["path"]).name: r["reason"] for r in read_csv(one_rank / "skipped.csv")}
     assert set(skipped) == {"truncated.mp4", "garbage.mp4", "empty.mp4"}
-    assert skipped["empty.mp4"] == "empty file" and "cannot open" in skipped["garbage.mp4"]
+    assert skipped["empty.mp4"] == "empty file"
+    # random bytes: libav either refuses them or opens a "container" with no video in it
+    assert "cannot open" in skipped["garbage.mp4"] or "no video stream" in skipped["garbage.mp4"]
     for row in index:
         times = json.loads((one_rank / row["times"]).read_text())
         frames = [w["frames"] for w in times["windows"]]
