@@ -41,8 +41,8 @@ class DataConfig:
     synthetic_dir: str = "./data/synthetic"
     synthetic_videos: int = 48
     # "motion": shapes over smooth backgrounds, labelled by motion axis x speed (4 classes; speed
-    # for regression). "objects": a textured disc over a textured background, labelled by its
-    # texture orientation x motion axis (8 classes); see everest/data/objects.py.
+    # for regression). "objects": a shaded shape over a smooth colour texture, labelled by
+    # shape x motion axis (8 classes); see everest/data/objects.py.
     synthetic_kind: Literal["motion", "objects"] = "motion"
     # Validation and test videos each; null: as many as synthetic_videos, between 4 and 96.
     synthetic_heldout: Optional[int] = None

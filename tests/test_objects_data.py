@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from everest.config import config_from_dict
-from everest.data.objects import CLASSES, grating, render_objects, video_rng
+from everest.data.objects import CLASSES, SHAPES, render_objects, shape_mask, smooth_texture, video_rng
 from everest.data.synthetic import ensure_builtin_dataset
 
 
@@ -18,25 +18,35 @@ def test_rendering_is_deterministic_and_keyed_by_split_and_index():
         assert np.abs(render_objects(3, other, size=32, frames=6).astype(int) - a).mean() > 5
 
 
-def test_texture_everywhere_and_the_disc_moves():
-    video = render_objects(0, video_rng(0, "train", 0), size=64, frames=8).astype(float)
-    # every 8x8 patch of the first frame has structure (no flat regions)
-    patches = video[0].reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, -1)
-    assert patches.std(axis=1).min() > 2.0
-    change = np.abs(np.diff(video, axis=0)).mean(axis=(0, 3))
-    moving = change > 10
-    assert 0.02 < moving.mean() < 0.6  # the disc's path changes, the background stays
+def test_structure_everywhere_and_the_shape_moves():
+    video = render_objects(5, video_rng(0, "train", 0), size=64, frames=16).astype(float)
+    # almost every 8x8 patch of the first frame holds a ramp or an edge in every channel (std well
+    # above the noise's 1.0), so per-patch normalised targets are mostly structure, not noise
+    patches = video[0].reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).reshape(64, 64, 3)
+    assert np.mean(patches.std(axis=1) > 2.0) > 0.85
+    moved = np.abs(video[15] - video[0]).mean(axis=2) > 10
+    assert 0.01 < moved.mean() < 0.4  # the shape's path changes, the background stays
+    rows, cols = np.nonzero(moved)
+    assert np.ptp(rows) > np.ptp(cols)  # label 5 moves vertically: the change spans more rows
 
 
-@pytest.mark.parametrize("theta", [0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4])
-def test_grating_has_its_energy_at_the_asked_angle(theta):
-    image = grating(64, np.random.default_rng(0), theta, wavelength=10.0)
-    spectrum = np.abs(np.fft.fft2(image)) ** 2
-    fy, fx = np.meshgrid(np.fft.fftfreq(64), np.fft.fftfreq(64), indexing="ij")
-    peak = np.unravel_index(spectrum.argmax(), spectrum.shape)
-    angle = np.arctan2(fy[peak], fx[peak])
-    assert abs(np.angle(np.exp(2j * (angle - theta)))) / 2 < 0.1  # same orientation (k and -k agree)
-    assert np.hypot(fy[peak], fx[peak]) == pytest.approx(1 / 10.0, abs=1 / 64)
+def test_shapes_differ_and_fill_what_they_should():
+    dy, dx = np.mgrid[-32:32, -32:32].astype(float)
+    areas = {name: shape_mask(i, dy, dx, 20.0).mean() * 64 * 64 for i, name in enumerate(SHAPES)}
+    assert areas["disc"] == pytest.approx(np.pi * 20 ** 2, rel=0.02)
+    assert areas["square"] == pytest.approx((2 * 17) ** 2, rel=0.08)
+    masks = [shape_mask(i, dy, dx, 20.0) for i in range(len(SHAPES))]
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            assert (masks[i] ^ masks[j]).mean() > 0.02, (SHAPES[i], SHAPES[j])
+
+
+def test_background_texture_is_smooth():
+    texture = smooth_texture(64, np.random.default_rng(0))
+    assert texture.std() == pytest.approx(1.0, rel=1e-3)
+    # wavelengths of 32 px or more: a pixel step changes it by at most 2 pi / 32 of its amplitude
+    for axis in (0, 1):
+        assert np.abs(np.diff(texture, axis=axis)).max() < 2 * np.pi / 32 * np.abs(texture).max()
 
 
 def read_annotations(path):
@@ -62,10 +72,12 @@ def test_prepared_collection_is_nested_disjoint_and_labelled(tmp_path):
     # the small pool is the first videos of the large one; held-out splits are the same videos
     small_rows = read_annotations(tmp_path / "small" / "train_motion.csv")
     assert small_rows == rows["train"][:8]
-    for name in ("train/train_00003_135deg-horizontal.mp4", "val/val_00002_90deg-horizontal.mp4"):
+    for name in (f"train/train_00003_{CLASSES[3]}.mp4", f"val/val_00002_{CLASSES[2]}.mp4"):
         a, b = (_frames(tmp_path / pool / "videos" / name) for pool in ("small", "large"))
         assert a.shape == (48, 64, 64, 3)
-        np.testing.assert_array_equal(a, b)
+        # the same frames (rendering is exact, see the first test); x264 may still encode a video
+        # differently from one run to the next, so decoded pixels are compared with a tolerance
+        assert np.abs(a.astype(int) - b).mean() < 1.0
 
 
 def _frames(path):

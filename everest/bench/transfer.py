@@ -2,9 +2,9 @@
 
 Runs the real entry points on the built-in "objects" collection (everest/data/objects.py: 8
 classes, few labelled videos, a large unlabeled pool). For every seed:
-1. `launch/pretrain.py` twice on the unlabeled pool, with the same model, data and epochs: EVEREST
-   (motion-centric selection, rho 0.7, mask 0.9) and VideoMAE (tube masking 0.9, the decoder over
-   every token). Their training FLOPs are counted (torch's FlopCounterMode over one step of the
+1. `launch/pretrain.py` twice on the unlabeled pool, with the same model, data, masking ratio and
+   epochs (the default config's: mask 0.5, raw-pixel targets): EVEREST (motion-centric selection,
+   rho 0.3) and VideoMAE (tube masking, the decoder over every token). Their training FLOPs are counted (torch's FlopCounterMode over one step of the
    real objective, times the clips trained on) and their wall time and final pretext_progress
    (on the validation split) recorded.
 2. `launch/finetune.py` three times with the same config and budget: from scratch, from the
@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
     parser.add_argument("--quick", action="store_true", help="seed 0 only (about 15 minutes on 2 CPU cores)")
     parser.add_argument("--pretrain-videos", type=int, default=1024, help="unlabeled videos in the pretraining pool")
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--pretrain-epochs", type=int, default=24)
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
     parser.add_argument("--finetune-config", default=FINETUNE_CONFIG)
     parser.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
@@ -137,7 +137,7 @@ def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
 
 def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int) -> Pretraining:
     out = work / f"pretrain_{method}_seed{seed}"
-    overrides = [f"data.synthetic_dir=./data/objects{args.pretrain_videos}",
+    overrides = [f"data.synthetic_dir=./data/shapes{args.pretrain_videos}",
                  f"data.synthetic_videos={args.pretrain_videos}", f"training.max_epochs={args.pretrain_epochs}",
                  f"training.seed={seed}", *MASKING[method], *args.pretrain,
                  f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}", "logging.image_freq=0"]
