@@ -77,7 +77,7 @@ def test_prepared_collection_is_nested_disjoint_and_labelled(tmp_path):
         assert a.shape == (48, 64, 64, 3)
         # the same frames (rendering is exact, see the first test); x264 may still encode a video
         # differently from one run to the next, so decoded pixels are compared with a tolerance
-        assert np.abs(a.astype(int) - b).mean() < 1.0
+        assert np.abs(a.astype(int) - b).mean() < 3.0  # different videos differ by ~30
 
 
 def _frames(path):
