@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m everest.bench.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
-    parser.add_argument("--quick", action="store_true", help="seed 0 only (about 15 minutes on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="seed 0 only (about 14 minutes on 2 CPU cores)")
     parser.add_argument("--pretrain-videos", type=int, default=1024, help="unlabeled videos in the pretraining pool")
     parser.add_argument("--pretrain-epochs", type=int, default=24)
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
