@@ -57,7 +57,8 @@ def test_config_typo_fails_before_any_work(tmp_path: Path):
 
 
 def test_mask_ratio_leaving_no_targets_is_refused(tmp_path: Path):
-    proc = launch(str(ROOT / "launch" / "pretrain.py"), "model.mask_ratio=0.6", cwd=tmp_path)
+    proc = launch(str(ROOT / "launch" / "pretrain.py"), "model.motion_centric_masking_ratio=0.7", "model.mask_ratio=0.6",
+                  cwd=tmp_path)
     assert proc.returncode == 2
     assert "no reconstruction targets are left" in proc.stderr
 
