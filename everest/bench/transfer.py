@@ -4,9 +4,9 @@ Runs the real entry points on the built-in "objects" collection (everest/data/ob
 classes, few labelled videos, a large unlabeled pool). For every seed:
 1. `launch/pretrain.py` twice on the unlabeled pool, with the same model, data, masking ratio and
    epochs (the default config's: mask 0.5, raw-pixel targets): EVEREST (motion-centric selection,
-   rho 0.3) and VideoMAE (tube masking, the decoder over every token). Their training FLOPs are counted (torch's FlopCounterMode over one step of the
-   real objective, times the clips trained on) and their wall time and final pretext_progress
-   (on the validation split) recorded.
+   rho 0.3) and VideoMAE (tube masking, the decoder over every token). Their training FLOPs are
+   counted (torch's FlopCounterMode over one step of the real objective, times the clips trained
+   on) and their wall time and final pretext_progress (on the validation split) recorded.
 2. `launch/finetune.py` three times with the same config and budget: from scratch, from the
    EVEREST encoder and from the VideoMAE encoder. Each keeps its best checkpoint on the validation
    split and reports the multi-view test of that checkpoint on the test split, which neither
