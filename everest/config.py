@@ -191,6 +191,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def has_split(self, split: str) -> bool:
+        """True when the config names a dataset for `split` (the built-in data has all three)."""
+        return bool(getattr(self.data, f"{split}_optimized_dir")) or self.data.synthetic
+
 
 # ----------------------------------------------------------------------------------- building
 

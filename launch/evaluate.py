@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint: {checkpoint} ({why})", flush=True)
 
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
-    from everest.evaluation import evaluate_checkpoint
+    from everest.tasks.multiview import evaluate_checkpoint
 
     dist_info = distributed.init_distributed(cfg.training.device)
     try:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
     from everest.data import build_dataloader
     from everest.engine.trainer import build_task, fit
-    from everest.evaluation import evaluate_checkpoint, has_split
+    from everest.tasks.multiview import evaluate_checkpoint
     from everest.tasks.finetune import FinetuneTask
 
     model, report = pretrained_model(cfg)  # a wrong checkpoint fails here, before DeepSpeed starts
@@ -65,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             log(report)
         task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, model=model, log=log))
         train_loader = build_dataloader(cfg, "train")
-        val_loader = build_dataloader(cfg, "val") if has_split(cfg, "val") else None
+        val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
         result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
                      resume=args.resume)
         summary = None
-        if has_split(cfg, "test") and result.last_tag and not result.interrupted:
+        if cfg.has_split("test") and result.last_tag and not result.interrupted:
             best = result.best["tag"] if result.best else result.last_tag
             summary = evaluate_checkpoint(cfg, Path(cfg.checkpoint.dir) / best, "test", dist_info,
                                           result.run_dir / "test")

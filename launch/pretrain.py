@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     dist_info = distributed.init_distributed(cfg.training.device)
     try:
         train_loader = build_dataloader(cfg, "train")
-        val_loader = build_dataloader(cfg, "val") if cfg.data.val_optimized_dir or cfg.data.synthetic else None
+        val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
         task = build_task(cfg, dist_info, lambda: PretrainTask(cfg))
         result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
                      resume=args.resume)

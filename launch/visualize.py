@@ -70,7 +70,7 @@ def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
     import torch
 
     from everest.models import PretrainAutoencoder, load_encoder, load_pretrain_model, read_weights
-    from everest.tasks.pretrain import spec_from_config
+    from everest.models.spec import spec_from_config
 
     if checkpoint is None:
         torch.manual_seed(0)
@@ -89,7 +89,7 @@ def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
 
     from everest.data.codec import iter_source_frames
     from everest.data.transforms import resize_short_side, spatial_crop_boxes
-    from everest.frames import candidate_window, select_frame_indices
+    from everest.data.frames import candidate_window, select_frame_indices
 
     t, size = cfg.training, cfg.model.input_size
     span = (t.frames_to_sample - 1) * t.temporal_stride + 1

@@ -5,7 +5,7 @@ import pytest
 
 from everest.data.codec import (DISPOSABLE, KEYFRAME, StorageSettings, VideoReadError, decode_frames,
                                 read_source_frames, scaled_size, transcode)
-from everest.data.synthetic import Motion, render, write_video
+from everest.data.builtin.synthetic import Motion, render, write_video
 
 
 @pytest.fixture(scope="module")

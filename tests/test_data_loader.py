@@ -14,7 +14,7 @@ import torch
 from everest.config import ConfigError, config_from_dict
 from everest.data import build_dataloader
 from everest.data.prepare import prepare_dataset
-from everest.data.synthetic import SyntheticSpec, ensure_builtin_dataset, generate_collection
+from everest.data.builtin.synthetic import SyntheticSpec, ensure_builtin_dataset, generate_collection
 from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 VIDEOS = 16

@@ -10,7 +10,7 @@ from litdata import StreamingDataset
 
 from everest.data.codec import decode_frames
 from everest.data.prepare import INDEX_NAME, PrepareError, main, prepare_dataset
-from everest.data.synthetic import SyntheticSpec, generate_collection, write_video
+from everest.data.builtin.synthetic import SyntheticSpec, generate_collection, write_video
 from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 

@@ -9,7 +9,7 @@ from everest.data.annotations import (CLASS_LABEL, REGRESSION_LABEL, UNLABELED, 
                                       read_annotations)
 from everest.data.clips import ClipMaker, Temporal, segment_starts
 from everest.data.codec import StorageSettings, transcode
-from everest.data.synthetic import Motion, render, write_video
+from everest.data.builtin.synthetic import Motion, render, write_video
 from everest.data.transforms import (ClipRandAugment, ClipRandomErasing, horizontal_flip, multi_scale_crop_box,
                                      random_resized_crop_box, resize_short_side, resized_crop,
                                      spatial_crop_boxes, to_model_input)
@@ -116,7 +116,7 @@ def test_segments_spread_over_the_video():
 
 
 def test_information_frame_selection_through_frames_py(record):
-    from everest.frames import candidate_window, select_frame_indices
+    from everest.data.frames import candidate_window, select_frame_indices
 
     from everest.data.codec import decode_frames
 

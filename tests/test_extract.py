@@ -25,7 +25,7 @@ import extract_features  # noqa: E402
 
 from everest.config import load_config  # noqa: E402
 from everest.data.codec import iter_source_frames  # noqa: E402
-from everest.data.synthetic import Motion, render, write_video  # noqa: E402
+from everest.data.builtin.synthetic import Motion, render, write_video  # noqa: E402
 from everest.models import PretrainAutoencoder, VideoClassifier, load_encoder, save_everest  # noqa: E402
 from everest.models.vit import VideoViTSpec  # noqa: E402
 

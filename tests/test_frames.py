@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from everest import frames
+from everest.data import frames
 from everest.config import TrainingConfig
 
 

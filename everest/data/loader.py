@@ -46,7 +46,7 @@ def _dataset_location(cfg: Config, split: str) -> str:
             raise ConfigError(
                 f"data.{split}_optimized_dir is not set: point it at a folder (or s3:// URL) prepared with "
                 "`python launch/prepare_data.py`, or set data.synthetic=true for the built-in videos")
-        from everest.data.synthetic import ensure_builtin_dataset
+        from everest.data.builtin.synthetic import ensure_builtin_dataset
 
         labels = "speed" if cfg.model.task_type == "regression" else "motion"
         return str(ensure_builtin_dataset(cfg.data, labels=labels) / split)

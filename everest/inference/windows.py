@@ -25,7 +25,7 @@ import torch
 from everest.config import Config
 from everest.data.clips import segment_starts
 from everest.data.transforms import resize_short_side, spatial_crop_boxes
-from everest.frames import select_frame_indices
+from everest.data.frames import select_frame_indices
 from everest.inference.sampling import Sampling
 
 

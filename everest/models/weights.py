@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from everest.models.finetune import VideoClassifier
+from everest.models.hf_names import canonical_to_hf, hf_config_from, hf_to_canonical, spec_from_hf_config
 from everest.models.pretrain import PretrainAutoencoder
 from everest.models.vit import PRESETS, VideoEncoder, VideoViTSpec, editing
 
@@ -47,147 +48,6 @@ class LoadedWeights:
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
     path: str = ""  # the checkpoint as given to read_weights (named in errors)
-
-
-# ------------------------------------------------------------------------------- HF names
-
-_HF_LAYER = {
-    "layernorm_before": "norm1",
-    "layernorm_after": "norm2",
-    "attention.output.dense": "attn.proj",
-    "intermediate.dense": "mlp.fc1",
-    "output.dense": "mlp.fc2",
-}
-
-
-def _hf_to_canonical(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    qkv: dict[str, dict[str, Tensor]] = {}
-    for name, value in sd.items():
-        m = re.match(r"(videomae\.encoder\.layer|decoder\.decoder_layers)\.(\d+)\.(.+)$", name)
-        if m:
-            stack = "encoder.blocks" if m.group(1).startswith("videomae") else "decoder.blocks"
-            prefix, rest = f"{stack}.{m.group(2)}", m.group(3)
-            a = re.match(r"attention\.attention\.(query\.weight|key\.weight|value\.weight|"
-                         r"query\.bias|value\.bias|q_bias|v_bias)$", rest)
-            if a:
-                part = {"q_bias": "query.bias", "v_bias": "value.bias"}.get(a.group(1), a.group(1))
-                qkv.setdefault(prefix, {})[part] = value
-                continue
-            for hf, ours in _HF_LAYER.items():
-                if rest.startswith(hf + "."):
-                    out[f"{prefix}.{ours}{rest[len(hf):]}"] = value
-                    break
-            else:
-                out[f"{prefix}.{rest}"] = value
-            continue
-        renamed = (
-            name.replace("videomae.embeddings.patch_embeddings.projection", "encoder.patch_embed.proj")
-            .replace("videomae.layernorm", "encoder.norm")
-            .replace("classifier.", "head.")
-        )
-        out[renamed] = value
-    for prefix, parts in qkv.items():
-        out[f"{prefix}.attn.qkv.weight"] = torch.cat(
-            [parts["query.weight"], parts["key.weight"], parts["value.weight"]]
-        )
-        if "query.bias" in parts:
-            out[f"{prefix}.attn.q_bias"] = parts["query.bias"]
-            out[f"{prefix}.attn.v_bias"] = parts["value.bias"]
-    return out
-
-
-def _canonical_to_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    for name, value in sd.items():
-        m = re.match(r"(encoder|decoder)\.blocks\.(\d+)\.(.+)$", name)
-        if m:
-            stack = "videomae.encoder.layer" if m.group(1) == "encoder" else "decoder.decoder_layers"
-            prefix, rest = f"{stack}.{m.group(2)}", m.group(3)
-            att = f"{prefix}.attention.attention"
-            if rest == "attn.qkv.weight":
-                q, k, v = value.chunk(3)
-                out[f"{att}.query.weight"], out[f"{att}.key.weight"], out[f"{att}.value.weight"] = q, k, v
-            elif rest in ("attn.q_bias", "attn.v_bias"):
-                out[f"{att}.{rest[len('attn.'):]}"] = value  # the on-disk names of every transformers release
-            elif rest.startswith(("gamma_1", "gamma_2")):
-                raise WeightsError("Hugging Face VideoMAE has no layer scale; export with layer_scale_init_value=0")
-            else:
-                for hf, ours in _HF_LAYER.items():
-                    if rest.startswith(ours + "."):
-                        out[f"{prefix}.{hf}{rest[len(ours):]}"] = value
-                        break
-                else:
-                    raise WeightsError(f"no Hugging Face name for {name}")
-            continue
-        renamed = (
-            name.replace("encoder.patch_embed.proj", "videomae.embeddings.patch_embeddings.projection")
-            .replace("encoder.norm", "videomae.layernorm")
-        )
-        if renamed.startswith("head."):
-            renamed = "classifier." + renamed[len("head."):]
-        out[renamed] = value
-    return out
-
-
-def _spec_from_hf_config(cfg: dict[str, Any]) -> VideoViTSpec:
-    hidden, dec_hidden = cfg["hidden_size"], cfg.get("decoder_hidden_size", 384)
-    return VideoViTSpec(
-        embed_dim=hidden,
-        depth=cfg["num_hidden_layers"],
-        num_heads=cfg["num_attention_heads"],
-        mlp_ratio=cfg["intermediate_size"] / hidden,
-        decoder_embed_dim=dec_hidden,
-        decoder_depth=cfg.get("decoder_num_hidden_layers", 4),
-        decoder_num_heads=cfg.get("decoder_num_attention_heads", 6),
-        decoder_mlp_ratio=cfg.get("decoder_intermediate_size", 4 * dec_hidden) / dec_hidden,
-        input_size=cfg.get("image_size", 224),
-        patch_size=cfg.get("patch_size", 16),
-        tubelet_size=cfg.get("tubelet_size", 2),
-        num_frames=cfg.get("num_frames", 16),
-        in_chans=cfg.get("num_channels", 3),
-        qkv_bias=cfg.get("qv_bias", cfg.get("qkv_bias", True)),
-        norm_eps=cfg.get("layer_norm_eps", 1e-12),
-        head_norm_eps=1e-5,  # torch's LayerNorm default, which HF uses for decoder.norm / fc_norm
-        encoder_final_norm=not cfg.get("use_mean_pooling", True),
-    )
-
-
-def _hf_config_from(model: nn.Module) -> dict[str, Any]:
-    spec: VideoViTSpec = model.spec
-    cfg: dict[str, Any] = {
-        "model_type": "videomae",
-        "image_size": spec.input_size,
-        "patch_size": spec.patch_size,
-        "num_channels": spec.in_chans,
-        "num_frames": spec.num_frames,
-        "tubelet_size": spec.tubelet_size,
-        "hidden_size": spec.embed_dim,
-        "num_hidden_layers": spec.depth,
-        "num_attention_heads": spec.num_heads,
-        "intermediate_size": int(spec.embed_dim * spec.mlp_ratio),
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
-        "initializer_range": 0.02,
-        "layer_norm_eps": spec.norm_eps,
-        "qkv_bias": spec.qkv_bias,
-        "decoder_num_attention_heads": spec.decoder_num_heads,
-        "decoder_hidden_size": spec.decoder_embed_dim,
-        "decoder_num_hidden_layers": spec.decoder_depth,
-        "decoder_intermediate_size": int(spec.decoder_embed_dim * spec.decoder_mlp_ratio),
-        "norm_pix_loss": True,
-    }
-    if isinstance(model, PretrainAutoencoder):
-        cfg["architectures"] = ["VideoMAEForPreTraining"]
-        cfg["use_mean_pooling"] = not spec.encoder_final_norm
-    else:
-        cfg["architectures"] = ["VideoMAEForVideoClassification"]
-        cfg["use_mean_pooling"] = model.use_mean_pooling
-        num = model.head.out_features
-        cfg["id2label"] = {str(i): f"LABEL_{i}" for i in range(num)}
-        cfg["label2id"] = {f"LABEL_{i}": i for i in range(num)}
-    return cfg
 
 
 # --------------------------------------------------------------------------------- reading
@@ -320,7 +180,7 @@ def _read_hf_dir(path: Path) -> LoadedWeights:
         sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     else:
         raise WeightsError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
-    return LoadedWeights(_hf_to_canonical(sd), _spec_from_hf_config(cfg), "huggingface", {"hf_config": cfg})
+    return LoadedWeights(hf_to_canonical(sd), spec_from_hf_config(cfg), "huggingface", {"hf_config": cfg})
 
 
 # --------------------------------------------------------------------------------- loading
@@ -475,11 +335,14 @@ def export_huggingface(model: nn.Module, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, VideoClassifier) and not model.use_mean_pooling:
         raise WeightsError("Hugging Face VideoMAE has no class token; export a mean-pooling model")
-    sd = _canonical_to_hf({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()})
+    try:
+        sd = canonical_to_hf({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()})
+    except ValueError as err:
+        raise WeightsError(str(err)) from err
     weights = out / "model.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(weights), metadata={"format": "pt"})
     umask = os.umask(0)
     os.umask(umask)
     weights.chmod(0o666 & ~umask)  # safetensors writes 0600; give it the mode every other file gets
-    (out / "config.json").write_text(json.dumps(_hf_config_from(model), indent=2))
+    (out / "config.json").write_text(json.dumps(hf_config_from(model), indent=2))
     return out

@@ -30,7 +30,7 @@ from everest.metrics import (
 )
 from everest.models import VideoClassifier
 from everest.models.weights import everest_meta, load_into, read_weights
-from everest.tasks.pretrain import spec_from_config
+from everest.models.spec import spec_from_config
 
 
 def build_classifier(cfg: Config) -> VideoClassifier:

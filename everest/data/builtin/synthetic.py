@@ -46,7 +46,7 @@ class SyntheticSpec:
     fps: int = 12
     seed: int = 0
     version: int = 2  # bumped when the rendering changes, so that old collections are rebuilt
-    kind: str = "motion"  # "motion" (this module's shapes) or "objects" (everest.data.objects)
+    kind: str = "motion"  # "motion" (this module's shapes) or "objects" (everest.data.builtin.objects)
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,10 @@ def write_video(path: str | Path, video: np.ndarray, fps: int) -> None:
 
 
 def _generate_objects(out_dir: Path, spec: SyntheticSpec) -> Path:
-    """The "objects" collection (everest.data.objects): one generator per video, so that a
+    """The "objects" collection (everest.data.builtin.objects): one generator per video, so that a
     smaller collection is the first videos of a larger one with the same seed."""
-    from everest.data.objects import CLASSES as OBJECT_CLASSES
-    from everest.data.objects import render_objects, video_rng
+    from everest.data.builtin.objects import CLASSES as OBJECT_CLASSES
+    from everest.data.builtin.objects import render_objects, video_rng
 
     for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos, spec.test_videos)):
         folder = out_dir / "videos" / split
