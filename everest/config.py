@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 
-BACKBONES = ("vit-s", "vit-b", "vit-l", "vit-h", "vit-g")
+from everest.models.presets import BACKBONE_NAMES
 
 
 class ConfigError(ValueError):
@@ -50,7 +50,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["vit-s", "vit-b", "vit-l", "vit-h", "vit-g"] = "vit-b"
+    backbone: Literal[BACKBONE_NAMES] = "vit-b"  # the presets of everest/models/presets.py
     # Optional overrides of the backbone preset (None keeps the preset's value).
     embed_dim: Optional[int] = None
     depth: Optional[int] = None
@@ -482,6 +482,12 @@ def validate(cfg: Config) -> None:
         value = getattr(a, key)
         _check(value >= 0, f"augmentation.{key}={value} must be >= 0")
     _check(0 <= a.label_smoothing < 1, f"augmentation.label_smoothing={a.label_smoothing} must be < 1")
+    _check(
+        a.short_side_size is None or a.short_side_size >= m.input_size,
+        f"augmentation.short_side_size={a.short_side_size} is below model.input_size={m.input_size}: "
+        "evaluation crops would not fit",
+    )
+    _check(all(0 < s <= 1 for s in a.crop_scales), f"augmentation.crop_scales={a.crop_scales} must lie in (0, 1]")
     if m.task_type == "regression":
         _check(
             a.mixup == 0 and a.cutmix == 0,

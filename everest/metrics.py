@@ -66,13 +66,9 @@ def add_sums(total: dict[str, float], part: dict[str, float]) -> dict[str, float
 def reduce_sums(sums: dict[str, float]) -> dict[str, float]:
     """Add up per-rank dicts of sums. Ranks may hold different keys (a rank whose shard of a
     small validation set is empty has none), so the dicts are gathered, not all-reduced."""
-    import torch.distributed as dist
+    from everest.engine.distributed import gather_objects
 
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return dict(sums)
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, sums)
     total: dict[str, float] = {}
-    for part in parts:
+    for part in gather_objects(sums):
         add_sums(total, part)
     return total

@@ -29,7 +29,6 @@ from einops import rearrange
 from torch import Tensor
 
 import kernels
-from everest.config import Config
 
 Grid = tuple[int, int, int]
 
@@ -153,13 +152,3 @@ def select_for_pretraining(
 def select_for_finetuning(tokens: Tensor, grid: Grid, mcm_ratio: float) -> Selection:
     """MCM selection for fine-tuning or evaluation from the patch tokens [B, N, D]."""
     return mcm(motion_scores(_slot_view(tokens, grid)), mcm_ratio)
-
-
-def select_tokens(
-    cfg: Config, tokens: Tensor, grid: Grid, generator: torch.Generator | None = None
-) -> Selection:
-    """Pretraining selection as `cfg.model` asks (mask_type, mask_ratio, rho)."""
-    m = cfg.model
-    return select_for_pretraining(
-        tokens, grid, m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio, generator
-    )

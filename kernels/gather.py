@@ -24,11 +24,9 @@ BLOCK_D = 64
 
 
 @triton.jit
-def _gather_kernel(
-    src_ptr, index_ptr, pos_ptr, out_ptr, K, D,
-    stride_sb, stride_sn, stride_sd, stride_pn, stride_pd,
-    HAS_POS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
-):
+def _tile(index_ptr, K, D, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's tile: batch row b, token offsets, their indexed rows, the columns and
+    the in-bounds mask (shared by the gather and the scatter)."""
     block_k = tl.program_id(0)
     block_d = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
@@ -38,6 +36,16 @@ def _gather_kernel(
     ok = in_k[:, None] & (offs_d[None, :] < D)
     rows = tl.load(index_ptr + b * K + offs_k, mask=in_k, other=0)
     cols = offs_d[None, :].to(tl.int64)
+    return b, offs_k, rows, cols, ok
+
+
+@triton.jit
+def _gather_kernel(
+    src_ptr, index_ptr, pos_ptr, out_ptr, K, D,
+    stride_sb, stride_sn, stride_sd, stride_pn, stride_pd,
+    HAS_POS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    b, offs_k, rows, cols, ok = _tile(index_ptr, K, D, BLOCK_K, BLOCK_D)
     values = tl.load(src_ptr + b * stride_sb + rows[:, None] * stride_sn + cols * stride_sd, mask=ok)
     if HAS_POS:
         pos = tl.load(pos_ptr + rows[:, None] * stride_pn + cols * stride_pd, mask=ok)
@@ -52,15 +60,7 @@ def _scatter_kernel(
     stride_sb, stride_sk, stride_sd, stride_ob, stride_on, stride_od,
     BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    block_k = tl.program_id(0)
-    block_d = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    offs_k = block_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    offs_d = block_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    in_k = offs_k < K
-    ok = in_k[:, None] & (offs_d[None, :] < D)
-    rows = tl.load(index_ptr + b * K + offs_k, mask=in_k, other=0)
-    cols = offs_d[None, :].to(tl.int64)
+    b, offs_k, rows, cols, ok = _tile(index_ptr, K, D, BLOCK_K, BLOCK_D)
     values = tl.load(src_ptr + b * stride_sb + offs_k[:, None] * stride_sk + cols * stride_sd, mask=ok)
     tl.store(out_ptr + b * stride_ob + rows[:, None] * stride_on + cols * stride_od, values, mask=ok)
 

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from everest.data.annotations import AnnotationError
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
     from everest.inference.encoder import inference_config
-    from everest.inference.extract import gather_objects
+    from everest.engine.distributed import gather_objects
     from everest.inference.predict import class_names, csv_text, predict_sources, prediction_rows
     from everest.inference.sources import find_videos
     from everest.models.weights import load_classifier, read_weights

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from everest.models.attention import attention, pack_sequences, unpack_sequences, resolve_backend
+from everest.models.attention import attention, resolve_backend
 
 
 def reference_attention(q, k, v):
@@ -18,27 +18,6 @@ def test_dense_attention_matches_float64(backend, shape):
     q, k, v = (torch.randn(*shape, generator=g) for _ in range(3))
     out = attention(q, k, v, backend=backend)
     torch.testing.assert_close(out.double(), reference_attention(q, k, v), rtol=1e-5, atol=1e-5)
-
-
-def test_varlen_attention_attends_within_each_clip():
-    g = torch.Generator().manual_seed(1)
-    lengths = torch.tensor([5, 11, 2])
-    padded = torch.randn(3, 11, 3 * 2 * 8, generator=g)
-    packed, cu_seqlens, max_len = pack_sequences(padded, lengths)
-    assert packed.shape[0] == int(lengths.sum()) and max_len == 11
-    assert cu_seqlens.tolist() == [0, 5, 16, 18]
-    qkv = packed.view(-1, 3, 2, 8)
-    out = attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens=cu_seqlens)
-    # Block-diagonal reference: every clip on its own, in float64.
-    for b, n in enumerate(lengths.tolist()):
-        clip = padded[b, :n].view(1, n, 3, 2, 8)
-        expected = reference_attention(clip[:, :, 0], clip[:, :, 1], clip[:, :, 2])[0]
-        start = cu_seqlens[b].item()
-        torch.testing.assert_close(out[start:start + n].double(), expected, rtol=1e-5, atol=1e-5)
-    restored = unpack_sequences(packed, cu_seqlens, 11)
-    for b, n in enumerate(lengths.tolist()):
-        assert torch.equal(restored[b, :n], padded[b, :n])
-        assert restored[b, n:].abs().sum() == 0
 
 
 def test_flash_request_on_cpu_fails_clearly():

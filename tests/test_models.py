@@ -97,21 +97,3 @@ def test_encoder_rejects_wrong_clip_size():
     encoder = VideoEncoder(tiny_spec())
     with pytest.raises(ValueError, match="built for 32"):
         encoder(torch.randn(1, 3, 8, 32, 32))
-
-
-def test_blocks_on_packed_clips_match_each_clip_alone():
-    """Clips keeping different numbers of tokens run packed (varlen) through the same blocks."""
-    from everest.models.attention import pack_sequences, unpack_sequences
-    from everest.models.vit import run_blocks
-
-    torch.manual_seed(4)
-    encoder = VideoEncoder(tiny_spec()).eval()
-    lengths = torch.tensor([9, 3, 14])
-    tokens = torch.randn(3, 14, 48)
-    packed, cu_seqlens, max_len = pack_sequences(tokens, lengths)
-    with torch.no_grad():
-        out = run_blocks(encoder.blocks, packed[None], False, cu_seqlens, max_len)[0]
-        restored = unpack_sequences(out, cu_seqlens, 14)
-        for b, n in enumerate(lengths.tolist()):
-            alone = run_blocks(encoder.blocks, tokens[b:b + 1, :n], False)[0]
-            torch.testing.assert_close(restored[b, :n], alone, rtol=1e-5, atol=1e-5)

@@ -146,13 +146,15 @@ def test_random_and_tube_count_like_videomae():
     assert tube.scores is None and random.scores is None
 
 
-def test_select_tokens_reads_the_config_and_feeds_the_model():
+def test_selection_counts_equal_the_configs_and_feed_the_model():
     cfg = config_from_dict({"model": {"backbone": "vit-s", "input_size": 64}, "training": {"num_frames": 4}})
     spec = spec_for("vit-s", input_size=64, num_frames=4, depth=1, decoder_depth=1)
     model = PretrainAutoencoder(spec)
     video = torch.randn(2, 3, 4, 64, 64)
     tokens = model.embed(video)
-    chosen = sel.select_tokens(cfg, tokens.detach(), spec.grid, torch.Generator().manual_seed(0))
+    m = cfg.model
+    chosen = sel.select_for_pretraining(tokens.detach(), spec.grid, m.mask_type, m.mask_ratio,
+                                        m.motion_centric_masking_ratio, torch.Generator().manual_seed(0))
     counts = token_counts(cfg)
     assert chosen.visible.shape == (2, counts["visible"]) and chosen.target.shape == (2, counts["targets"])
     pixels = model.forward_embedded(tokens, chosen.visible, chosen.target)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from everest.models import PretrainAutoencoder, VideoClassifier, export_huggingface, export_videomae, save_everest
-from everest.models.weights import META_FILE, everest_meta
+from everest.files import META_FILE
+from everest.models.weights import everest_meta
 from everest.viz import LEFT_MARGIN, SEPARATOR, TOP_MARGIN, reconstruction_grid, selection_grid
 from tests.test_models import random_indices, tiny_spec
 

@@ -68,11 +68,6 @@ def _dataset_location(cfg: Config, split: str) -> str:
 def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
     """The sampling/transform recipe of a split (see ClipMaker for the modes)."""
     t, a, m, d = cfg.training, cfg.augmentation, cfg.model, cfg.data
-    if a.short_side_size is not None and a.short_side_size < m.input_size:
-        raise ConfigError(f"augmentation.short_side_size={a.short_side_size} is below model.input_size="
-                          f"{m.input_size}: evaluation crops would not fit")
-    if not all(0 < s <= 1 for s in a.crop_scales):
-        raise ConfigError(f"augmentation.crop_scales={a.crop_scales} must lie in (0, 1]")
     train = split == "train" and not multiview
     return ClipMaker(
         mode="multiview" if multiview else ("train" if train else "eval"),

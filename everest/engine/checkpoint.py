@@ -19,30 +19,18 @@ with `--resume auto`, or give the new one its own `checkpoint.dir`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from everest.config import CheckpointConfig, ConfigError
+from everest.files import META_FILE, atomic_write
 
 if TYPE_CHECKING:  # torch-free at import: the command line checks the folder before heavy imports
     from everest.engine.distributed import DistInfo
 
 INDEX_FILE = "everest_checkpoints.json"
-META_FILE = "everest_meta.json"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def monitor_mode(monitor: str, mode: str) -> str:
     """'min' or 'max' for the monitored metric ('auto': accuracies and R^2 are maximised)."""
     if mode != "auto":
@@ -188,9 +176,9 @@ class CheckpointManager:
                 entry["roles"] = [r for r in entry["roles"] if r == "top_k"]
         dropped = [e["tag"] for e in self.index if not e["roles"]]
         self.index = [e for e in self.index if e["roles"]]
-        _atomic_write(self.dir / INDEX_FILE, json.dumps(
-            {"checkpoints": self.others + self.index, "mode": self.mode, "monitor": self.cfg.monitor}, indent=2))
-        _atomic_write(self.dir / "latest", tag)
+        index = {"checkpoints": self.others + self.index, "mode": self.mode, "monitor": self.cfg.monitor}
+        atomic_write(self.dir / INDEX_FILE, lambda f: json.dump(index, f, indent=2))
+        atomic_write(self.dir / "latest", lambda f: f.write(tag))
         for old in dropped:
             shutil.rmtree(self.dir / old, ignore_errors=True)
 

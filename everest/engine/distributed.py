@@ -72,15 +72,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (a copy; the input is left alone)."""
-    out = values.detach().clone()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(out)
-        out /= dist.get_world_size()
-    return out
-
-
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     out = values.detach().clone()
     if dist.is_initialized() and dist.get_world_size() > 1:
@@ -117,6 +108,15 @@ def even_batches(loader: Iterable, device: torch.device, dummy: Callable[[], Any
         yield (last if last is not None else dummy()), False
 
 
+def gather_objects(value: Any) -> list[Any]:
+    """`value` from every rank, in rank order (just [value] without a process group)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [value]
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, value)
+    return parts
+
+
 def broadcast_object(value: Any) -> Any:
     """Rank 0's `value` on every rank (a picklable object, e.g. a run name)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
@@ -124,11 +124,6 @@ def broadcast_object(value: Any) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is true on any rank (every rank gets the same answer)."""
-    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def shutdown() -> None:

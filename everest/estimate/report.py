@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from everest.config import Config
-from everest.engine.ds_config import compute_dtype, offloads_optimizer, zero_stage
+from everest.engine.ds_config import compute_dtype, offloads_optimizer, offloads_params, zero_stage
 from everest.estimate.flops import StepFlops, pretrain_flops
 from everest.estimate.memory import (
     ActivationMemory,
@@ -58,11 +58,6 @@ class Estimate:
     strategies: dict[str, StrategyEstimate]
 
 
-def _offloads_params(ds: dict[str, Any]) -> bool:
-    device = ds.get("zero_optimization", {}).get("offload_param", {}).get("device", "none")
-    return (device or "none") != "none"
-
-
 def estimate(cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: float,
              reserve_gib: float = 2.0) -> Estimate:
     """Everything `render` prints, for the model `cfg` builds under the resolved DeepSpeed dict `ds`."""
@@ -71,7 +66,7 @@ def estimate(cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: fl
         model = PretrainAutoencoder(spec)
     total, largest = parameter_counts(model)
     stage = zero_stage(ds)
-    states = model_states(total, largest, stage, gpus, nodes, offloads_optimizer(ds), _offloads_params(ds))
+    states = model_states(total, largest, stage, gpus, nodes, offloads_optimizer(ds), offloads_params(ds))
     dtype = compute_dtype(ds)
     gpu_bytes, reserve = int(gpu_gib * GIB), int(reserve_gib * GIB)
     m = cfg.model
@@ -88,7 +83,7 @@ def estimate(cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: fl
             largest_micro_batch(gpu_bytes, states, act.plain, reserve),
             largest_micro_batch(gpu_bytes, states, act.checkpointed, reserve))
     return Estimate(spec, m.backbone, total, sum(p.numel() for p in model.encoder.parameters()), largest, stage,
-                    offloads_optimizer(ds), _offloads_params(ds), dtype, gpus, nodes, gpu_bytes, reserve,
+                    offloads_optimizer(ds), offloads_params(ds), dtype, gpus, nodes, gpu_bytes, reserve,
                     cfg.training.batch_size, cfg.features.use_checkpoint, states, strategies)
 
 

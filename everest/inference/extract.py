@@ -25,6 +25,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from everest.config import ConfigError
+from everest.engine.distributed import gather_objects
+from everest.files import atomic_write
 from everest.inference.encoder import FeatureEncoder, describe
 from everest.inference.sources import VideoSource, find_videos, open_video
 from everest.inference.sampling import Sampling, Span
@@ -194,14 +196,6 @@ def extract(encoder: FeatureEncoder, videos: str | Path, *, clips: int | None = 
 # ---------------------------------------------------------------------------- into a folder
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, mode) as f:
-        write(f)
-    os.replace(tmp, path)
-
-
 def _times_file(out: Path, source: VideoSource) -> Path:
     return out / f"{source.name}{TIMES_SUFFIX}"
 
@@ -214,9 +208,9 @@ def is_done(out: Path, source: VideoSource) -> bool:
 def write_video_features(out: Path, result: VideoFeatures, rank: int) -> None:
     """`name.npy`, `name.kept.npy` (token level under MCM) and then `name.windows.json`."""
     source = result.source
-    _atomic_write(out / f"{source.name}.npy", lambda f: np.save(f, result.features))
+    atomic_write(out / f"{source.name}.npy", lambda f: np.save(f, result.features))
     if result.kept is not None:
-        _atomic_write(out / f"{source.name}{KEPT_SUFFIX}", lambda f: np.save(f, result.kept))
+        atomic_write(out / f"{source.name}{KEPT_SUFFIX}", lambda f: np.save(f, result.kept))
     times = {
         "path": source.path, "order": source.order, "file": f"{source.name}.npy",
         "kept_file": f"{source.name}{KEPT_SUFFIX}" if result.kept is not None else None,
@@ -224,7 +218,7 @@ def write_video_features(out: Path, result: VideoFeatures, rank: int) -> None:
         "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6), "frames": f.tolist()}
                     for w, f in zip(result.windows, result.frames)],
     }
-    _atomic_write(_times_file(out, source), lambda f: json.dump(times, f, indent=1), mode="w")
+    atomic_write(_times_file(out, source), lambda f: json.dump(times, f, indent=1), mode="w")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -245,16 +239,7 @@ def _check_settings(out: Path, settings: dict, is_main: bool) -> None:
             raise ConfigError(f"{out} holds features made with other settings ({detail}); "
                               "choose another --output, or delete that folder to start again")
     elif is_main:
-        _atomic_write(path, lambda f: json.dump(settings, f, indent=1), mode="w")
-
-
-def gather_objects(value: Any) -> list[Any]:
-    """`value` from every rank, in rank order (just [value] without a process group)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return [value]
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, value)
-    return parts
+        atomic_write(path, lambda f: json.dump(settings, f, indent=1), mode="w")
 
 
 def _write_index(out: Path, sources: Sequence[VideoSource]) -> int:

@@ -1,7 +1,6 @@
 """Scaled dot-product attention with one dispatch point: flash-attn or torch SDPA.
 
-Layout everywhere is [B, N, H, Dh] (dense) or [total, H, Dh] with `cu_seqlens` (varlen, clips
-packed back to back). flash-attn is used when it is installed, the tensors are on CUDA and in
+Layout everywhere is [B, N, H, Dh]. flash-attn is used when it is installed, the tensors are on CUDA and in
 fp16/bf16; otherwise torch's SDPA computes the same function. `EVEREST_ATTENTION` (or the
 config's `model.attention_backend`) forces a backend: auto, flash, sdpa or math.
 """
@@ -64,23 +63,6 @@ def _dense(q: Tensor, k: Tensor, v: Tensor, dropout_p: float, backend: str) -> T
     return out.transpose(1, 2)
 
 
-def _varlen(
-    q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int, dropout_p: float, backend: str
-) -> Tensor:
-    if backend == "flash":
-        from flash_attn import flash_attn_varlen_func
-
-        cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
-        return flash_attn_varlen_func(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout_p)
-    # CPU twin: attend within each packed segment separately.
-    bounds = cu_seqlens.tolist()
-    pieces = [
-        _dense(q[None, s:e], k[None, s:e], v[None, s:e], dropout_p, backend)[0]
-        for s, e in zip(bounds[:-1], bounds[1:])
-    ]
-    return torch.cat(pieces, dim=0)
-
-
 def attention(
     q: Tensor,
     k: Tensor,
@@ -88,39 +70,6 @@ def attention(
     *,
     dropout_p: float = 0.0,
     backend: str = "auto",
-    cu_seqlens: Tensor | None = None,
-    max_seqlen: int | None = None,
 ) -> Tensor:
-    """Non-causal multi-head attention.
-
-    Dense: q, k, v are [B, N, H, Dh] and the result is [B, N, H, Dh].
-    Varlen: q, k, v are [total, H, Dh], `cu_seqlens` [S+1] holds segment offsets (int32), and
-    tokens attend only within their own segment.
-    """
-    chosen = resolve_backend(backend, q)
-    if cu_seqlens is None:
-        return _dense(q, k, v, dropout_p, chosen)
-    if max_seqlen is None:
-        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    return _varlen(q, k, v, cu_seqlens, max_seqlen, dropout_p, chosen)
-
-
-def pack_sequences(x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Pack the first lengths[b] tokens of each row of x [B, K, D] into [total, D].
-
-    Returns (packed, cu_seqlens int32 [B+1], max_seqlen) for varlen attention.
-    """
-    lengths = lengths.to(torch.int64)
-    keep = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
-    cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
-    return x[keep], cu_seqlens, int(lengths.max())
-
-
-def unpack_sequences(packed: Tensor, cu_seqlens: Tensor, width: int) -> Tensor:
-    """Inverse of pack_sequences: [total, D] -> [B, width, D], zeros past each length."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.int64)
-    batch = lengths.numel()
-    out = packed.new_zeros(batch, width, *packed.shape[1:])
-    keep = torch.arange(width, device=packed.device)[None, :] < lengths.to(packed.device)[:, None]
-    out[keep] = packed
-    return out
+    """Non-causal multi-head attention: q, k, v [B, N, H, Dh] -> [B, N, H, Dh]."""
+    return _dense(q, k, v, dropout_p, resolve_backend(backend, q))

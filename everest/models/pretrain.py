@@ -12,7 +12,6 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 from torch import Tensor
 
-import kernels
 from everest.models.linear import Linear
 from everest.models.vit import VideoEncoder, VideoViTSpec, init_vit_weights, make_blocks, run_blocks, sinusoid_table
 
@@ -76,8 +75,3 @@ class PretrainAutoencoder(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token", "encoder.pos_embed", "decoder_pos_embed"}
-
-    @staticmethod
-    def gather(values: Tensor, index: Tensor) -> Tensor:
-        """Per-token values [B, N, P] at `index` [B, K] (e.g. the target pixel patches)."""
-        return kernels.gather_tokens(values, index)

@@ -19,21 +19,8 @@ from torch.utils.checkpoint import checkpoint
 import kernels
 from everest.models.attention import attention
 from everest.models.linear import Linear, linear
+from everest.models.presets import PRESETS
 from everest.patches import embedding_patches
-
-# name -> encoder width, depth, heads, MLP ratio; decoder width and heads (VideoMAE / V2 recipes).
-PRESETS: dict[str, dict] = {
-    "vit-s": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0,
-                  decoder_embed_dim=192, decoder_num_heads=3),
-    "vit-b": dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-                  decoder_embed_dim=384, decoder_num_heads=6),
-    "vit-l": dict(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0,
-                  decoder_embed_dim=512, decoder_num_heads=8),
-    "vit-h": dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0,
-                  decoder_embed_dim=640, decoder_num_heads=8),
-    "vit-g": dict(embed_dim=1408, depth=40, num_heads=16, mlp_ratio=48 / 11,
-                  decoder_embed_dim=512, decoder_num_heads=8),
-}
 
 
 @dataclass
@@ -148,17 +135,14 @@ class Attention(nn.Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         bias = None
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         *lead, width = x.shape
         qkv = linear(x, self.qkv.weight, bias).reshape(*lead, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.unbind(-3)
-        if cu_seqlens is not None:  # packed clips: x is [1, total, D]
-            q, k, v = q[0], k[0], v[0]
-        out = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
-                        backend=self.backend, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        out = attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0, backend=self.backend)
         return self.proj_drop(self.proj(out.reshape(*lead, width)))
 
 
@@ -192,8 +176,8 @@ class Block(nn.Module):
         else:
             self.gamma_1 = self.gamma_2 = None
 
-    def forward(self, x: Tensor, cu_seqlens: Tensor | None = None, max_seqlen: int | None = None) -> Tensor:
-        a = self.attn(self.norm1(x), cu_seqlens, max_seqlen)
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.attn(self.norm1(x))
         m_in = x + self.drop_path(a if self.gamma_1 is None else self.gamma_1 * a)
         m = self.mlp(self.norm2(m_in))
         return m_in + self.drop_path(m if self.gamma_2 is None else self.gamma_2 * m)
@@ -216,14 +200,13 @@ def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, spec: Vi
     return blocks
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, use_checkpoint: bool,
-               cu_seqlens: Tensor | None = None, max_seqlen: int | None = None) -> Tensor:
+def run_blocks(blocks: nn.ModuleList, x: Tensor, use_checkpoint: bool) -> Tensor:
     """Apply the blocks in order; with use_checkpoint, recompute each block in the backward."""
     for block in blocks:
         if use_checkpoint and torch.is_grad_enabled():
-            x = checkpoint(block, x, cu_seqlens, max_seqlen, use_reentrant=False)
+            x = checkpoint(block, x, use_reentrant=False)
         else:
-            x = block(x, cu_seqlens, max_seqlen)
+            x = block(x)
     return x
 
 

@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from everest.files import META_FILE
 from everest.models.finetune import VideoClassifier
 from everest.models.hf_names import canonical_to_hf, hf_config_from, hf_to_canonical, spec_from_hf_config
 from everest.models.pretrain import PretrainAutoencoder
-from everest.models.vit import PRESETS, VideoEncoder, VideoViTSpec, editing
+from everest.models.presets import PRESETS
+from everest.models.vit import VideoEncoder, VideoViTSpec, editing
 
-META_FILE = "everest_meta.json"
 _IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|decoder_pos_embed)$")
 _WRAPPERS = ("model", "module", "state_dict", "model_state")
 

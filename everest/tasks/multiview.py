@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from everest.config import Config
 from everest.data import build_dataloader, to_model_input
 from everest.data.prepare import source_paths
-from everest.engine.distributed import DistInfo
+from everest.engine.distributed import DistInfo, gather_objects
 from everest.metrics import classification_metrics, classification_sums, regression_metrics, regression_sums
 from everest.models import load_classifier
 from everest.tasks.finetune import FinetuneObjective
@@ -39,17 +38,6 @@ def predict_views(objective: FinetuneObjective, loader, cfg: Config, device: tor
         for i, index in enumerate(batch["index"].tolist()):
             results[int(index)] = {"label": batch["label"][i].tolist(), "output": out[i].cpu().tolist()}
     return results
-
-
-def _gather(results: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return results
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, results)
-    merged: dict[int, dict[str, Any]] = {}
-    for part in parts:
-        merged.update(part)
-    return merged
 
 
 def metrics_from_predictions(predictions: dict[int, dict[str, Any]], task_type: str) -> dict[str, float]:
@@ -97,7 +85,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, split: str, dist_in
     model = load_classifier(checkpoint, attention_backend=cfg.model.attention_backend).to(dist_info.device)
     objective = FinetuneObjective(model, cfg).to(dist_info.device)
     loader = build_dataloader(cfg, split, shuffle=False, multiview=True)
-    predictions = _gather(predict_views(objective, loader, cfg, dist_info.device))
+    parts = gather_objects(predict_views(objective, loader, cfg, dist_info.device))
+    predictions = {index: p for part in parts for index, p in part.items()}
     if not dist_info.is_main:
         return None
     paths = source_paths(loader.dataset.input_dir.path) if loader.dataset.input_dir.path else {}
