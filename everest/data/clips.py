@@ -9,7 +9,7 @@ have seen.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,12 @@ class Temporal:
     stride: int
     candidates: int
     policy: str = "uniform"
+
+    @classmethod
+    def of(cls, training: Any) -> Temporal:
+        """The recipe of a config's `training` section (num_frames, temporal_stride,
+        frames_to_sample, frame_selection)."""
+        return cls(training.num_frames, training.temporal_stride, training.frames_to_sample, training.frame_selection)
 
 
 @dataclass
@@ -82,15 +88,6 @@ class ClipMaker:
 
     # ------------------------------------------------------------------------------ frames
 
-    def _clips(self, record: Mapping[str, Any], windows: list[np.ndarray]) -> list[np.ndarray]:
-        """The clip (uint8 [F, H, W, 3]) of each candidate window, decoded in one pass."""
-        t = self.temporal
-        if t.candidates == t.num_frames or t.policy == "uniform":
-            picks = [w[uniform_indices(len(w), t.num_frames)] for w in windows]
-            return np.split(self.read_frames(record, np.concatenate(picks)), len(picks))
-        candidates = np.split(self.read_frames(record, np.concatenate(windows)), len(windows))
-        return [c[select_frame_indices(c, t.num_frames, t.policy)] for c in candidates]
-
     def _window(self, record: Mapping[str, Any], start: int | None, rng: np.random.Generator | None) -> np.ndarray:
         t = self.temporal
         return candidate_window(int(record["num_frames"]), t.candidates, t.stride, start=start, rng=rng)
@@ -98,7 +95,9 @@ class ClipMaker:
     # ------------------------------------------------------------------------------ modes
 
     def _train_clip(self, record: Mapping[str, Any], rng: np.random.Generator) -> Tensor:
-        clip = torch.from_numpy(self._clips(record, [self._window(record, None, rng)])[0])
+        clips, _ = decode_windows(lambda indices: self.read_frames(record, indices), [self._window(record, None, rng)],
+                                  self.temporal)
+        clip = torch.from_numpy(clips[0])
         _, height, width, _ = clip.shape
         if self.train_crop == "multi_scale":
             box = multi_scale_crop_box(height, width, self.crop_scales, rng)
@@ -114,12 +113,10 @@ class ClipMaker:
         return clip.contiguous()
 
     def _eval_views(self, record: Mapping[str, Any], starts: list[int | None], crops: int) -> Tensor:
-        views = []
-        for clip in self._clips(record, [self._window(record, start, None) for start in starts]):
-            clip = resize_short_side(torch.from_numpy(clip), self.short_side or self.size)
-            for top, left, h, w in spatial_crop_boxes(clip.shape[1], clip.shape[2], self.size, crops):
-                views.append(clip[:, top:top + h, left:left + w])
-        return torch.stack(views)
+        windows = [self._window(record, start, None) for start in starts]
+        views, _ = evaluation_views(lambda indices: self.read_frames(record, indices), windows, self.temporal,
+                                    self.size, self.short_side, crops)
+        return views.flatten(0, 1)
 
     # ------------------------------------------------------------------------------ labels
 
@@ -139,3 +136,32 @@ def segment_starts(num_frames: int, span: int, segments: int) -> list[int]:
     if segments == 1:
         return [latest // 2]
     return [int(k * latest / (segments - 1)) for k in range(segments)]
+
+
+def decode_windows(read: Callable[[np.ndarray], np.ndarray], windows: Sequence[np.ndarray],
+                   temporal: Temporal) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The clip (uint8 [F, H, W, 3]) of each window of candidate frame indices, decoded with one
+    `read(indices)` call, and the frame indices each clip kept. Under uniform selection only the
+    kept frames are decoded; information-intensive selection decodes every candidate."""
+    t = temporal
+    if t.candidates == t.num_frames or t.policy == "uniform":
+        picks = [w[uniform_indices(len(w), t.num_frames)] for w in windows]
+        return np.split(read(np.concatenate(picks)), len(picks)), picks
+    candidates = np.split(read(np.concatenate(windows)), len(windows))
+    keep = [select_frame_indices(c, t.num_frames, t.policy) for c in candidates]
+    return [c[k] for c, k in zip(candidates, keep)], [w[k] for w, k in zip(windows, keep)]
+
+
+def evaluation_views(read: Callable[[np.ndarray], np.ndarray], windows: Sequence[np.ndarray], temporal: Temporal,
+                     size: int, short_side: int | None, crops: int) -> tuple[Tensor, list[np.ndarray]]:
+    """Video -> evaluation clips, the one recipe of evaluation, inference and the visualiser:
+    each window's kept frames (`decode_windows`), short side resized to `short_side` (default
+    `size`), cut into `crops` size x size crops along the long side. Returns uint8 views
+    [len(windows), crops, F, S, S, 3] and the frame indices each window kept."""
+    clips, picks = decode_windows(read, windows, temporal)
+    views = []
+    for clip in clips:
+        clip = resize_short_side(torch.from_numpy(np.ascontiguousarray(clip)), short_side or size)
+        boxes = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, crops)
+        views.append(torch.stack([clip[:, top:top + h, left:left + w] for top, left, h, w in boxes]))
+    return torch.stack(views).contiguous(), picks

@@ -71,7 +71,7 @@ def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
     train = split == "train" and not multiview
     return ClipMaker(
         mode="multiview" if multiview else ("train" if train else "eval"),
-        temporal=Temporal(t.num_frames, t.temporal_stride, t.frames_to_sample, t.frame_selection),
+        temporal=Temporal.of(t),
         size=m.input_size,
         seed=t.seed,
         short_side=a.short_side_size,

@@ -23,9 +23,7 @@ import numpy as np
 import torch
 
 from everest.config import Config
-from everest.data.clips import segment_starts
-from everest.data.transforms import resize_short_side, spatial_crop_boxes
-from everest.data.frames import select_frame_indices
+from everest.data.clips import Temporal, evaluation_views, segment_starts
 from everest.inference.sampling import Sampling
 
 
@@ -66,21 +64,6 @@ def plan_windows(num_frames: int, fps: float, sampling: Sampling, cfg: Config) -
 
 def cut_views(read, windows: list[Window], cfg: Config, crops: int) -> tuple[torch.Tensor, list[np.ndarray]]:
     """uint8 views [len(windows), crops, F, S, S, 3] of `windows`, decoded with `read(indices)`
-    in one call, and the F frame indices each window kept."""
-    t, size = cfg.training, cfg.model.input_size
-    uniform = t.frame_selection == "uniform" or t.frames_to_sample == t.num_frames
-    if uniform:  # the kept frames are known before decoding: decode only those
-        picks = [w.candidates[select_frame_indices(w.candidates, t.num_frames, "uniform")] for w in windows]
-        clips = np.split(read(np.concatenate(picks)), len(windows))
-    else:
-        candidates = np.split(read(np.concatenate([w.candidates for w in windows])), len(windows))
-        keep = [select_frame_indices(c, t.num_frames, t.frame_selection) for c in candidates]
-        picks = [w.candidates[k] for w, k in zip(windows, keep)]
-        clips = [c[k] for c, k in zip(candidates, keep)]
-    views = []
-    for clip in clips:
-        clip = resize_short_side(torch.from_numpy(np.ascontiguousarray(clip)),
-                                 cfg.augmentation.short_side_size or size)
-        boxes = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, crops)
-        views.append(torch.stack([clip[:, top:top + h, left:left + w] for top, left, h, w in boxes]))
-    return torch.stack(views).contiguous(), picks
+    in one call, and the F frame indices each window kept (`everest.data.clips.evaluation_views`)."""
+    return evaluation_views(read, [w.candidates for w in windows], Temporal.of(cfg.training), cfg.model.input_size,
+                            cfg.augmentation.short_side_size, crops)
