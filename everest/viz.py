@@ -10,12 +10,17 @@ legend below; `labelled=False` gives the bare grid of panels.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor
 
 from everest.models.vit import VideoViTSpec
 from everest.patches import predictions_to_pixels, reconstruct_video, unpatchify
+
+if TYPE_CHECKING:
+    from everest.tokens import Selection
 
 DROPPED_LEVEL = 0.08
 TARGET_TINT = torch.tensor([1.0, 0.15, 0.15])
@@ -161,3 +166,15 @@ def selection_grid(video01: Tensor, visible: Tensor, target: Tensor, spec: Video
     frames = frame_indices(video01.shape[1], frames_to_show)
     grid = grid_image(rows, frames)
     return annotate(grid, _titles(False, scores is not None), frames, scores is not None) if labelled else grid
+
+
+def clip_picture(video01: Tensor, selection: Selection, spec: VideoViTSpec, pred: Tensor | None = None,
+                 normalized: bool = True, frames_to_show: int = 8) -> np.ndarray:
+    """The labelled picture of the first clip of a batch (video01 [B, C, F, H, W] in [0, 1]): its
+    token selection, the reconstruction row when `pred` [B, M, P] is given, and the motion-score
+    heatmap when the selection carries scores. Training and the visualiser both draw with it."""
+    visible, target = selection.visible[0], selection.target[0]
+    scores = selection.scores[0] if selection.scores is not None else None
+    if pred is None:
+        return selection_grid(video01[0], visible, target, spec, scores, frames_to_show)
+    return reconstruction_grid(video01[0], visible, target, pred[0], spec, normalized, scores, frames_to_show)

@@ -52,6 +52,8 @@ def test_every_shipped_config_is_valid(root: Path):
         ({"model": {"task_type": "regression"}, "augmentation": {"mixup": 0.8}}, [], "not supported for model.task_type='regression'"),
         ({"optimizer": {"betas": [0.9]}}, [], "optimizer.betas"),
         ({"data": {"normalize_std": [0.2, 0.0, 0.2]}}, [], "data.normalize_std"),
+        ({"augmentation": {"short_side_size": 200}}, [], "augmentation.short_side_size=200 is below model.input_size"),
+        ({"augmentation": {"crop_scales": [1.0, 1.5]}}, [], "augmentation.crop_scales=[1.0, 1.5] must lie in (0, 1]"),
         ({"model": "vit-b"}, [], "model: expected a section"),
         ({}, ["model.mask_ratio"], "must look like section.key=value"),
         ({}, ["mask_ratio=0.5"], "must name a section and a key"),

@@ -26,7 +26,7 @@ from everest.models import PretrainAutoencoder
 from everest.models.spec import spec_from_config
 from everest.models.weights import everest_meta
 from everest.patches import denormalize_video, pixel_targets
-from everest.viz import reconstruction_grid
+from everest.viz import clip_picture
 
 
 def sample_noise(index: Tensor, seed: int, epoch: int, num_tokens: int, device: torch.device) -> Tensor:
@@ -151,11 +151,8 @@ class PretrainTask(Task):
         engine.eval()
         video, noise = self._inputs(batch, ctx)
         _, pred, selection = engine(video, noise)
-        spec = self.model.spec
         video01 = denormalize_video(video.float(), self.module.mean, self.module.std)
-        scores = selection.scores[0] if selection.scores is not None else None
-        return reconstruction_grid(video01[0], selection.visible[0], selection.target[0], pred[0], spec,
-                                   self.cfg.model.normalize_target, scores)
+        return clip_picture(video01, selection, self.model.spec, pred, self.cfg.model.normalize_target)
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return everest_meta(self.model)
