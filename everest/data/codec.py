@@ -7,7 +7,7 @@ default 7). Nothing references a B-frame, so a reader that wants a few frames st
 last keyframe before the first one, feeds the decoder every reference frame up to the last one
 and only the B-frames it wants; every other B-frame is never decoded. The packet table (byte
 offset, display index and kind of each packet in decode order) makes that seek exact without
-a demuxer. See everest/data/STORAGE.md for the measurements behind the defaults.
+a demuxer. See docs/data.md for the measurements behind the defaults.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class StorageSettings:
     crf: int = 23  # x264 constant rate factor (quality; lower is better and larger)
     preset: str = "medium"
     tune: str | None = "fastdecode"  # CAVLC, no deblocking: cheaper to decode
+    # Lossless RGB (libx264rgb at qp 0): decoded frames equal the source's exactly, whatever the
+    # encoder's run-to-run choices; for small synthetic videos whose pixels must be bit-stable.
+    lossless: bool = False
 
     def __post_init__(self) -> None:
         if self.short_side < 2:
@@ -116,14 +119,16 @@ class H264Writer:
 
     def __init__(self, width: int, height: int, fps: float, settings: StorageSettings, threads: int = 1):
         rate = Fraction(fps).limit_denominator(1001)
-        self._codec = av.CodecContext.create("libx264", "w")
-        self._codec.width, self._codec.height, self._codec.pix_fmt = width, height, "yuv420p"
+        s = settings
+        self._format = "rgb24" if s.lossless else "yuv420p"
+        self._codec = av.CodecContext.create("libx264rgb" if s.lossless else "libx264", "w")
+        self._codec.width, self._codec.height, self._codec.pix_fmt = width, height, self._format
         self._codec.time_base, self._codec.framerate = 1 / rate, rate
         self._codec.thread_count = threads
-        s = settings
         params = (f"keyint={s.gop}:min-keyint={s.gop}:scenecut=0:bframes={s.bframes}:b-adapt=0"
                   ":b-pyramid=none:open-gop=0:repeat-headers=1")
-        self._codec.options = {"crf": str(s.crf), "preset": s.preset, "x264-params": params,
+        quality = {"qp": "0"} if s.lossless else {"crf": str(s.crf)}
+        self._codec.options = {**quality, "preset": s.preset, "x264-params": params,
                                **({"tune": s.tune} if s.tune else {})}
         self._scaler = VideoReformatter()
         self._packets: list[av.Packet] = []
@@ -131,8 +136,12 @@ class H264Writer:
         self.width, self.height, self.fps = width, height, float(rate)
 
     def add(self, frame: av.VideoFrame) -> None:
-        picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p", threads=1,
-                                        src_color_range=frame.color_range or None, dst_color_range="MPEG")
+        if self._format == "rgb24":
+            picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="rgb24", threads=1)
+        else:
+            picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p",
+                                            threads=1, src_color_range=frame.color_range or None,
+                                            dst_color_range="MPEG")
         picture.pts, picture.time_base = self._count, self._codec.time_base
         picture.pict_type = av.video.frame.PictureType.NONE  # source frame types must not force ours
         self._packets += self._codec.encode(picture)

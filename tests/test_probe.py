@@ -1,0 +1,75 @@
+"""The representation probe equals independent implementations (scikit-learn, brute force) on
+random features."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import RidgeClassifier
+from sklearn.neighbors import KNeighborsClassifier
+
+from everest.probe import RIDGE_ALPHAS, fit_ridge, knn_accuracy, knn_predict, linear_probe_accuracy
+
+
+def clustered(counts: tuple[int, ...], classes: int, dim: int, spread: float, seed: int):
+    """(features, labels) per count: random features around the same random class centres
+    (overlapping, so that nothing is perfect)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=g)
+    parts = []
+    for count in counts:
+        labels = torch.randint(classes, (count,), generator=g)
+        parts.append((centres[labels] + spread * torch.randn(count, dim, generator=g), labels))
+    return parts
+
+
+@pytest.mark.parametrize("k, temperature", [(20, 0.07), (5, 0.5), (1, 1.0)])
+def test_knn_equals_scikit_learn(k, temperature):
+    (train, train_labels), (test, test_labels) = clustered((300, 200), 10, 32, 2.0, seed=k)
+    ours = knn_predict(train, train_labels, test, 10, k, temperature)
+    theirs = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute",
+                                  weights=lambda d: np.exp((1 - d) / temperature)).fit(train.numpy(), train_labels.numpy())
+    expected = theirs.predict(test.numpy())
+    assert np.array_equal(ours.numpy(), expected)
+    accuracy = knn_accuracy(train, train_labels, test, test_labels, 10, k, temperature)
+    assert accuracy == pytest.approx(100 * np.mean(expected == test_labels.numpy()))
+    assert 10 < accuracy < 100  # neither chance nor trivially separable
+
+
+@pytest.mark.parametrize("alpha", [0.01, 1.0, 30.0])
+def test_ridge_with_a_fixed_penalty_equals_scikit_learn(alpha):
+    (train, train_labels), (test, _) = clustered((150, 100), 6, 40, 2.5, seed=3)
+    probe = fit_ridge(train, train_labels, 6, alpha=alpha)
+    mean, std = train.double().mean(0), train.double().std(0, unbiased=False)
+    z_train, z_test = ((train.double() - mean) / std).numpy(), ((test.double() - mean) / std).numpy()
+    reference = RidgeClassifier(alpha=alpha * 40, fit_intercept=True).fit(z_train, train_labels.numpy())
+    np.testing.assert_allclose(probe.weight.numpy(), reference.coef_.T, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(probe.bias.numpy(), reference.intercept_, rtol=1e-6, atol=1e-9)
+    assert np.array_equal(probe.predict(test).numpy(), reference.predict(z_test))
+
+
+def test_ridge_penalty_is_the_brute_force_leave_one_out_choice():
+    ((train, train_labels),) = clustered((60,), 4, 24, 3.0, seed=7)
+    dim = train.shape[1]
+    # standardised with all train clips, as the probe does: only the fit leaves clip i out
+    z = ((train.double() - train.double().mean(0)) / train.double().std(0, unbiased=False)).numpy()
+    errors = {}
+    for alpha in RIDGE_ALPHAS:
+        wrong = 0
+        for i in range(len(train)):
+            keep = np.arange(len(train)) != i
+            model = RidgeClassifier(alpha=alpha * dim).fit(z[keep], train_labels.numpy()[keep])
+            wrong += int(model.predict(z[i:i + 1])[0] != train_labels[i].item())
+        errors[alpha] = wrong
+    fewest = min(errors.values())
+    expected = max(a for a, e in errors.items() if e == fewest)  # ties go to the larger penalty
+    assert len(set(errors.values())) > 1  # the grid matters on this data
+    assert fit_ridge(train, train_labels, 4).alpha == pytest.approx(expected)
+
+
+def test_linear_probe_beats_chance_and_refuses_bad_shapes():
+    (train, train_labels), (test, test_labels) = clustered((200, 200), 5, 16, 1.0, seed=11)
+    assert linear_probe_accuracy(train, train_labels, test, test_labels, 5) > 60
+    with pytest.raises(ValueError, match="features must be"):
+        linear_probe_accuracy(train, train_labels, test[:, :8], test_labels, 5)
+    with pytest.raises(ValueError, match="one label per clip"):
+        knn_accuracy(train, train_labels[:-1], test, test_labels, 5)
