@@ -524,7 +524,7 @@ def _default_text(f: dataclasses.Field) -> str:
 
 def config_reference_markdown() -> str:
     """The configuration reference (every key, its type or allowed values, its default), made
-    from the dataclasses above so that the README's copy cannot drift (a test compares them)."""
+    from the dataclasses above so that the copy in docs/configuration.md cannot drift (a test compares them)."""
     lines = []
     for name, cls in typing.get_type_hints(Config).items():
         lines += [f"#### `{name}`", "", "| key | type / allowed values | default |", "| --- | --- | --- |"]
@@ -538,9 +538,9 @@ def config_reference_markdown() -> str:
 REFERENCE_START, REFERENCE_END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 
 
-def with_reference(readme_text: str) -> str:
-    """`readme_text` with the block between the reference markers regenerated."""
-    head, rest = readme_text.split(REFERENCE_START, 1)
+def with_reference(document_text: str) -> str:
+    """`document_text` with the block between the reference markers regenerated."""
+    head, rest = document_text.split(REFERENCE_START, 1)
     _, tail = rest.split(REFERENCE_END, 1)
     return f"{head}{REFERENCE_START}\n{config_reference_markdown()}{REFERENCE_END}{tail}"
 
@@ -548,8 +548,8 @@ def with_reference(readme_text: str) -> str:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] == ["--write-readme"]:  # python -m everest.config --write-readme README.md
-        readme = Path(sys.argv[2])
-        readme.write_text(with_reference(readme.read_text()))
+    if sys.argv[1:2] == ["--write-docs"]:  # python -m everest.config --write-docs docs/configuration.md
+        document = Path(sys.argv[2])
+        document.write_text(with_reference(document.read_text()))
     else:
         print(config_reference_markdown(), end="")

@@ -1,7 +1,7 @@
 """python -m everest.bench.gpu --published DIR [--batches 8 32 128] [--repeats 10] [--warmup 3]
     [--compile] [--out performance_gpu.md]
 
-The GPU measurements of README "Performance" in one command, ViT-B, 16x224x224, bf16, for
+The GPU measurements of docs/performance.md in one command, ViT-B, 16x224x224, bf16, for
 each batch size: EVEREST vs VideoMAE tube pretraining and MCM 0.4 vs all-token fine-tuning
 (`everest.bench`, with the per-stage breakdown), then ours vs the published code's fp16 autocast
 path (`everest.bench.versus`, DIR as there). Prints a summary table (wall ratio against the
