@@ -70,12 +70,15 @@ class FinetuneObjective(nn.Module):
         self.label_smoothing = cfg.augmentation.label_smoothing
 
     def outputs(self, video: Tensor) -> Tensor:
-        weight = self.model.encoder.patch_embed.proj.weight
-        embedded = self.model.embed(video.to(weight.dtype))
-        keep = None
-        if self.mcm and (self.training or self.mcm_at_test):
-            keep = tokens.select_for_finetuning(embedded.detach(), self.model.spec.grid, self.mcm_ratio).visible
-        return self.model.forward_embedded(embedded, keep).float()
+        """The forward's stages before the loss, named as in `forward`."""
+        with torch.profiler.record_function("embed+score+select"):
+            weight = self.model.encoder.patch_embed.proj.weight
+            embedded = self.model.embed(video.to(weight.dtype))
+            keep = None
+            if self.mcm and (self.training or self.mcm_at_test):
+                keep = tokens.select_for_finetuning(embedded.detach(), self.model.spec.grid, self.mcm_ratio).visible
+        with torch.profiler.record_function("encoder"):  # encoder, pooling and the head
+            return self.model.forward_embedded(embedded, keep).float()
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         if self.task_type == "regression":
@@ -85,8 +88,12 @@ class FinetuneObjective(nn.Module):
         return nn.functional.cross_entropy(out, target, label_smoothing=self.label_smoothing)
 
     def forward(self, video: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """-> (loss, outputs); the stages are named ranges (torch.profiler.record_function):
+        embed+score+select and encoder (in `outputs`), loss."""
         out = self.outputs(video)
-        return self.loss(out, target), out
+        with torch.profiler.record_function("loss"):
+            loss = self.loss(out, target)
+        return loss, out
 
 
 class FinetuneTask(Task):

@@ -56,16 +56,22 @@ class PretrainObjective(nn.Module):
             embedded.detach(), spec.grid, self.mask_type, self.mask_ratio, self.rho, noise=noise)
 
     def forward(self, video: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, tokens.Selection]:
-        """video [B, 3, F, H, W] normalised (fp32) -> (loss, predictions, selection)."""
-        weight = self.model.encoder.patch_embed.proj.weight
-        embedded = self.model.embed(video.to(weight.dtype))
-        selection = self.select(embedded, noise)
-        pred = self.model.forward_embedded(embedded, selection.visible, selection.target)
-        spec = self.model.spec
-        with torch.no_grad():  # fp32 pixels of the target tubelets only
-            target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size,
-                                   self.normalize_target, mean=self.mean, std=self.std)
-        loss = nn.functional.mse_loss(pred.float(), target)
+        """video [B, 3, F, H, W] normalised (fp32) -> (loss, predictions, selection). The stages
+        are named ranges (torch.profiler.record_function) that profilers and benchmarks read."""
+        with torch.profiler.record_function("embed+score+select"):
+            weight = self.model.encoder.patch_embed.proj.weight
+            embedded = self.model.embed(video.to(weight.dtype))
+            selection = self.select(embedded, noise)
+        with torch.profiler.record_function("encoder"):
+            latent = self.model.encode(embedded, selection.visible)
+        with torch.profiler.record_function("decoder"):
+            pred = self.model.decode(latent, selection.visible, selection.target)
+        with torch.profiler.record_function("loss"):
+            spec = self.model.spec
+            with torch.no_grad():  # fp32 pixels of the target tubelets only
+                target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size,
+                                       self.normalize_target, mean=self.mean, std=self.std)
+            loss = nn.functional.mse_loss(pred.float(), target)
         return loss, pred, selection
 
     def encoded_visible(self, video: Tensor, visible: Tensor) -> Tensor:
