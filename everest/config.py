@@ -342,6 +342,15 @@ def explicit_keys(cfg: Config) -> frozenset[str]:
     return getattr(cfg, "_explicit", frozenset())
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path as given, or relative to the repository (so ds_configs/... works from anywhere)."""
+    path = Path(path)
+    return path if path.exists() or path.is_absolute() else REPO_ROOT / path
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML file (or start from the defaults when `path` is None), apply overrides,
     validate, and return the typed Config."""

@@ -1,11 +1,9 @@
-"""Shared test setup: import the package from the checkout, keep torch on few threads."""
+"""Shared test setup: the repository root for the tests, torch on few threads."""
 
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 # One limit for every subprocess a test starts: generous for a slow, shared 2-core machine, and

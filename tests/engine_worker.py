@@ -14,9 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from everest.engine.interrupts import exit_on_signal  # noqa: E402  (first, as in launch/*.py)
+from everest.engine.interrupts import exit_on_signal  # first, as in launch/*.py
 
 exit_on_signal()
 
@@ -25,7 +23,7 @@ from everest.engine import distributed  # noqa: E402
 import torch  # noqa: E402
 
 from everest.config import load_config  # noqa: E402
-from everest.engine.cli import exit_on_user_error, run_status  # noqa: E402
+from everest.cli.common import exit_on_user_error, run_status  # noqa: E402
 
 TINY = [
     "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",

@@ -9,7 +9,8 @@ import pytest
 from litdata import StreamingDataset
 
 from everest.data.codec import decode_frames
-from everest.data.prepare import INDEX_NAME, PrepareError, main, prepare_dataset
+from everest.cli.prepare_data import main
+from everest.data.prepare import INDEX_NAME, PrepareError, prepare_dataset
 from everest.data.builtin.synthetic import SyntheticSpec, generate_collection, write_video
 from tests.conftest import SUBPROCESS_TIMEOUT_S
 

@@ -124,7 +124,7 @@ def test_parameter_counts_on_meta_model():
 
 @pytest.mark.parametrize("ds_config", ["ds_configs/zero2.json", "ds_configs/zero3_offload.json"])
 def test_estimate_cli_prints_the_report(root, capsys, ds_config):
-    from launch.estimate import main
+    from everest.cli.estimate import main
 
     code = main(["--config", str(root / "configs/pretrain/vit_b_k400.yaml"), "--deepspeed_config",
                  str(root / ds_config), "--gpus", "8", "--nodes", "1", "--gpu-memory", "80"])

@@ -18,16 +18,14 @@ import numpy as np
 import pytest
 import torch
 
+from everest.cli import extract_features
+from everest.config import load_config
+from everest.data.builtin.synthetic import Motion, render, write_video
+from everest.data.codec import iter_source_frames
+from everest.models import PretrainAutoencoder, VideoClassifier, load_encoder, save_everest
+from everest.models.vit import VideoViTSpec
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "launch"))
-
-import extract_features  # noqa: E402
-
-from everest.config import load_config  # noqa: E402
-from everest.data.codec import iter_source_frames  # noqa: E402
-from everest.data.builtin.synthetic import Motion, render, write_video  # noqa: E402
-from everest.models import PretrainAutoencoder, VideoClassifier, load_encoder, save_everest  # noqa: E402
-from everest.models.vit import VideoViTSpec  # noqa: E402
 
 MEAN, STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)
 SPEC = dict(embed_dim=32, depth=2, num_heads=2, input_size=32, patch_size=8, num_frames=4)

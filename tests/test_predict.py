@@ -5,23 +5,17 @@ from a list file, a bad file named; regression outputs; evaluate's CSV carries t
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import everest
+from everest.cli import predict
+from everest.models import VideoClassifier, save_everest
+from everest.models.vit import VideoViTSpec
 from tests.test_extract import FRAMES, SPEC, make_videos
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "launch"))
-
-import predict  # noqa: E402
-
-import everest  # noqa: E402
-from everest.models import VideoClassifier, save_everest  # noqa: E402
-from everest.models.vit import VideoViTSpec  # noqa: E402
 
 NAMES = ["left", "right", "up", "down"]
 CFG = ("data: {normalize_mean: [0.45, 0.45, 0.45], normalize_std: [0.225, 0.225, 0.225]}\n"
@@ -113,7 +107,7 @@ def test_regression_outputs_and_class_names_errors(work: Path, capsys):
 
 
 def test_extraction_reads_prepared_shards(work: Path):
-    import extract_features
+    from everest.cli import extract_features
 
     out = work / "shard_features"
     assert extract_features.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "shards"),

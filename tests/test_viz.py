@@ -116,7 +116,7 @@ def _deepspeed_folder(model, out: Path) -> Path:
 
 def _run(root: Path, out: Path, *args: str, kind: str = "reconstruction") -> list[np.ndarray]:
     """The pictures launch/visualize.py wrote, all named video_<i>_<kind>_grid.png."""
-    from launch.visualize import main
+    from everest.cli.visualize import main
 
     assert main(["--config", str(root / CONFIG), "--output_dir", str(out), "--seed", "3", *args]) == 0
     files = sorted(out.glob("video_*.png"))

@@ -21,9 +21,8 @@ import torch
 
 import kernels
 
-from everest.config import Config
+from everest.config import Config, resolve_path
 from everest.engine import checkpoint as ckpt
-from everest.engine.cli import resolve_path
 from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier, broadcast_object
 from everest.engine.ds_config import (
     compute_dtype,

@@ -1,4 +1,6 @@
-"""The command line shared by launch/pretrain.py and launch/finetune.py.
+"""The command line shared by the entry points: the training options of launch/pretrain.py and
+launch/finetune.py, the exit status of a run, and one line instead of a traceback for an error
+the user can fix.
 
     [deepspeed [launcher args]] launch/<entry>.py [--config X.yaml] [--deepspeed_config J.json]
         [--resume PATH|auto] [section.key=value ...]
@@ -15,15 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from everest.config import Config, ConfigError, load_config
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def resolve_path(path: str | Path) -> Path:
-    """A path as given, or relative to the repository (so ds_configs/... works from anywhere)."""
-    path = Path(path)
-    return path if path.exists() or path.is_absolute() else REPO_ROOT / path
+from everest.config import Config, ConfigError, load_config, resolve_path
 
 
 def parse_args(argv: list[str] | None, default_config: str, description: str, example: str,
@@ -35,7 +29,7 @@ re-running: a run that finds checkpoint.dir already holding a run stops at once 
   and leaves it untouched: continue it with --resume auto, or pass checkpoint.dir=NEW_FOLDER.
 Ctrl-C / SIGTERM: training stops at the next step and saves a checkpoint; exit status 130
   (SIGINT) or 143 (SIGTERM); --resume auto continues it in the same TensorBoard run.
-config keys: README.md, section "Configuration reference" (or python -m everest.config).
+config keys: docs/configuration.md (or python -m everest.config).
 errors the user can fix (config, data, checkpoint) print one line and exit with status 2."""
     parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
