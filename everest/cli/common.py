@@ -20,8 +20,9 @@ from pathlib import Path
 from everest.config import Config, ConfigError, load_config, resolve_path
 
 
-def parse_args(argv: list[str] | None, default_config: str, description: str, example: str,
-               outputs: str) -> argparse.Namespace:
+def parse_args(
+    argv: list[str] | None, default_config: str, description: str, example: str, outputs: str
+) -> argparse.Namespace:
     """The shared options; `example` is an override worth showing, `outputs` says where results go."""
     epilog = f"""\
 outputs: {outputs}
@@ -31,17 +32,23 @@ Ctrl-C / SIGTERM: training stops at the next step and saves a checkpoint; exit s
   (SIGINT) or 143 (SIGTERM); --resume auto continues it in the same TensorBoard run.
 config keys: docs/configuration.md (or python -m everest.config).
 errors the user can fix (config, data, checkpoint) print one line and exit with status 2."""
-    parser = argparse.ArgumentParser(description=description, epilog=epilog,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", default=default_config, help=f"YAML experiment config (default {default_config})")
-    parser.add_argument("--deepspeed_config", "--deepspeed-config", default=None,
-                        help="DeepSpeed JSON (overrides training.deepspeed_config)")
-    parser.add_argument("--resume", default=None,
-                        help="'auto' (continue the run in checkpoint.dir, or start one if it is empty), "
-                             "or a checkpoint folder or tag")
+    parser.add_argument(
+        "--deepspeed_config",
+        "--deepspeed-config",
+        default=None,
+        help="DeepSpeed JSON (overrides training.deepspeed_config)",
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        help="'auto' (continue the run in checkpoint.dir, or start one if it is empty), or a checkpoint folder or tag",
+    )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
-                        help=f"config overrides, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help=f"config overrides, e.g. {example}")
     return parser.parse_args(argv)
 
 
@@ -71,8 +78,10 @@ def check_local_paths(cfg: Config) -> None:
         for split in ("train", "val", "test"):
             path = getattr(cfg.data, f"{split}_optimized_dir")
             if path and "://" not in path and not (Path(path) / "index.json").is_file():
-                raise ConfigError(f"data.{split}_optimized_dir={path}: no prepared dataset there (index.json "
-                                  "missing); create it with `python launch/prepare_data.py --videos ... --output ...`")
+                raise ConfigError(
+                    f"data.{split}_optimized_dir={path}: no prepared dataset there (index.json "
+                    "missing); create it with `python launch/prepare_data.py --videos ... --output ...`"
+                )
     pretrained = cfg.model.pretrained_path
     if pretrained and "://" not in pretrained and not Path(pretrained).exists():
         raise ConfigError(f"model.pretrained_path={pretrained}: no such file or folder")
@@ -100,8 +109,9 @@ _USER_ERRORS = {
 def is_user_error(err: BaseException) -> bool:
     if isinstance(err, (FileNotFoundError, ConnectionError)):
         return True
-    return any(isinstance(err, getattr(sys.modules[name], cls)) for name, cls in _USER_ERRORS.items()
-               if name in sys.modules)
+    return any(
+        isinstance(err, getattr(sys.modules[name], cls)) for name, cls in _USER_ERRORS.items() if name in sys.modules
+    )
 
 
 def exit_on_user_error(fn):
@@ -116,4 +126,5 @@ def exit_on_user_error(fn):
                 raise
             print(f"error: {err}", file=sys.stderr, flush=True)
             return 2
+
     return wrapper

@@ -24,13 +24,18 @@ DEFAULT_CONFIG = "configs/pretrain/vit_b_k400.yaml"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML experiment config (default {DEFAULT_CONFIG})")
-    parser.add_argument("--deepspeed_config", "--deepspeed-config", default=None,
-                        help="DeepSpeed JSON (default: the config's training.deepspeed_config)")
+    parser.add_argument(
+        "--deepspeed_config",
+        "--deepspeed-config",
+        default=None,
+        help="DeepSpeed JSON (default: the config's training.deepspeed_config)",
+    )
     parser.add_argument("--gpus", type=int, default=8, help="GPUs per node")
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpu-memory", "--gpu_memory", type=float, default=80.0, help="GiB per GPU")
-    parser.add_argument("--reserve", type=float, default=2.0,
-                        help="GiB per GPU kept free for the CUDA context and allocator slack")
+    parser.add_argument(
+        "--reserve", type=float, default=2.0, help="GiB per GPU kept free for the CUDA context and allocator slack"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.backbone=vit-l")
     return parser.parse_args(argv)
 
@@ -46,10 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"training.deepspeed_config={args.deepspeed_config}")
     cfg = load_config(resolve_path(args.config), overrides)
     ds_path = cfg.training.deepspeed_config
-    ds = resolve_ds_config(copy.deepcopy(cfg), load_ds_json(resolve_path(ds_path)),
-                           world_size=args.gpus * args.nodes, on_gpu=True, source=ds_path)
+    ds = resolve_ds_config(
+        copy.deepcopy(cfg),
+        load_ds_json(resolve_path(ds_path)),
+        world_size=args.gpus * args.nodes,
+        on_gpu=True,
+        source=ds_path,
+    )
 
     from everest.engine import distributed  # noqa: F401  (first of the heavy imports: selects DeepSpeed's accelerator)
+
     # isort: split
     from everest.estimate.report import estimate, render
 

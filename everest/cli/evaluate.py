@@ -24,8 +24,9 @@ from everest.config import resolve_path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True,
-                        help="run folder (its best checkpoint is scored), tag folder or weights file")
+    parser.add_argument(
+        "--checkpoint", required=True, help="run folder (its best checkpoint is scored), tag folder or weights file"
+    )
     parser.add_argument("--split", default="test", choices=["test", "val"])
     parser.add_argument("--output_dir", default=None, help="default: <checkpoint>/../eval_<split>")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"checkpoint: {checkpoint} ({why})", flush=True)
 
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
+
     # isort: split
     from everest.tasks.multiview import evaluate_checkpoint
 
@@ -53,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         distributed.shutdown()
     if summary is not None:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items())
-        print(f"{summary['videos']} videos, {cfg.training.test_num_segment}x{cfg.training.test_num_crop} views: "
-              f"{metrics}; predictions in {out_dir / 'predictions.csv'}, summary in {out_dir / 'summary.json'}")
+        print(
+            f"{summary['videos']} videos, {cfg.training.test_num_segment}x{cfg.training.test_num_crop} views: "
+            f"{metrics}; predictions in {out_dir / 'predictions.csv'}, summary in {out_dir / 'summary.json'}"
+        )
     return 0
 
 

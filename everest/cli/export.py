@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from everest.engine import distributed  # noqa: F401  (first of the heavy imports: selects DeepSpeed's accelerator)
+
     # isort: split
     from everest.models.weights import WeightsError, export_consolidated
 

@@ -45,8 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stride", default=None, help="sliding window step (default: the window length)")
     parser.add_argument("--crops", type=int, default=1, help="spatial crops per window, averaged (default 1)")
     parser.add_argument("--pooling", default="mean", choices=["mean", "tokens"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
     parser.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -57,8 +61,12 @@ def check_args(args: argparse.Namespace):
     from everest.inference.sampling import Sampling, Span
 
     try:
-        sampling = Sampling(args.clips, Span.parse(args.window) if args.window else None,
-                            Span.parse(args.stride) if args.stride else None, args.crops)
+        sampling = Sampling(
+            args.clips,
+            Span.parse(args.window) if args.window else None,
+            Span.parse(args.stride) if args.stride else None,
+            args.crops,
+        )
     except ValueError as err:
         raise ConfigError(f"--clips/--window/--stride/--crops: {err}") from None
     if args.pooling == "tokens" and args.crops != 1:
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     sampling = check_args(args)
 
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
+
     # isort: split
     from everest.cli.video_options import exit_on_signal_with
     from everest.data.annotations import AnnotationError
@@ -89,9 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     dist_info = distributed.init_distributed(args.device) if ranks else None
     device = dist_info.device if dist_info else distributed.choose_device(args.device)
     try:
-        report = extract_to_folder(encoder.to(device), args.videos, args.output, sampling, checkpoint=args.checkpoint,
-                                   root=args.root, pooling=args.pooling, batch_size=args.batch_size,
-                                   workers=args.workers, precision=args.precision, progress=not args.no_progress)
+        report = extract_to_folder(
+            encoder.to(device),
+            args.videos,
+            args.output,
+            sampling,
+            checkpoint=args.checkpoint,
+            root=args.root,
+            pooling=args.pooling,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            precision=args.precision,
+            progress=not args.no_progress,
+        )
     except AnnotationError as err:
         raise ConfigError(str(err)) from None
     finally:
@@ -99,10 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     if report is None:
         return 0
     out = Path(args.output)
-    print(f"{report['videos']} videos: {report['written']} written, {report['already_done']} already done, "
-          f"{len(report['skipped'])} skipped; {report['windows']} windows ({report['clips']} clips) in "
-          f"{report['seconds']:.1f} s on {report['ranks']} rank(s): {report['videos_per_s']:.2f} videos/s, "
-          f"{report['clips_per_s']:.2f} clips/s; index {out / INDEX_FILE} ({report['indexed']} videos)", flush=True)
+    print(
+        f"{report['videos']} videos: {report['written']} written, {report['already_done']} already done, "
+        f"{len(report['skipped'])} skipped; {report['windows']} windows ({report['clips']} clips) in "
+        f"{report['seconds']:.1f} s on {report['ranks']} rank(s): {report['videos_per_s']:.2f} videos/s, "
+        f"{report['clips_per_s']:.2f} clips/s; index {out / INDEX_FILE} ({report['indexed']} videos)",
+        flush=True,
+    )
     for s in report["skipped"]:
         print(f"  skipped {s['path']}: {s['reason']}", flush=True)
     return 1 if report["skipped"] else 0

@@ -39,14 +39,19 @@ def pretrained_model(cfg):
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv, DEFAULT_CONFIG, "EVEREST fine-tuning (classification / regression) on DeepSpeed.",
-                      example="model.pretrained_path=output/default/checkpoints training.max_epochs=20",
-                      outputs="checkpoints in checkpoint.dir, TensorBoard logs and config.yaml in "
-                              "logging.log_dir/<run>, the multi-view test of the best checkpoint in "
-                              "logging.log_dir/<run>/test/ (default config: output/finetune_default/)")
+    args = parse_args(
+        argv,
+        DEFAULT_CONFIG,
+        "EVEREST fine-tuning (classification / regression) on DeepSpeed.",
+        example="model.pretrained_path=output/default/checkpoints training.max_epochs=20",
+        outputs="checkpoints in checkpoint.dir, TensorBoard logs and config.yaml in "
+        "logging.log_dir/<run>, the multi-view test of the best checkpoint in "
+        "logging.log_dir/<run>/test/ (default config: output/finetune_default/)",
+    )
     cfg = load_run_config(args)  # validated before anything heavy is imported
 
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
+
     # isort: split
     from everest.data import build_dataloader
     from everest.engine.trainer import build_task, fit
@@ -62,19 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, model=model, log=log))
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
-        result = fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info,
-                     resume=args.resume)
+        result = fit(
+            cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume
+        )
         summary = None
         if cfg.has_split("test") and result.last_tag and not result.interrupted:
             best = result.best["tag"] if result.best else result.last_tag
-            summary = evaluate_checkpoint(cfg, Path(cfg.checkpoint.dir) / best, "test", dist_info,
-                                          result.run_dir / "test")
+            summary = evaluate_checkpoint(
+                cfg, Path(cfg.checkpoint.dir) / best, "test", dist_info, result.run_dir / "test"
+            )
     finally:
         distributed.shutdown()
     if dist_info.is_main and not result.interrupted:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
-        print(f"done: {result.steps} steps, {result.epochs} epochs; last epoch: {metrics}; "
-              f"checkpoints in {cfg.checkpoint.dir}; logs in {result.run_dir}")
+        print(
+            f"done: {result.steps} steps, {result.epochs} epochs; last epoch: {metrics}; "
+            f"checkpoints in {cfg.checkpoint.dir}; logs in {result.run_dir}"
+        )
         if summary:
             print("test: " + ", ".join(f"{k}={v:.4g}" for k, v in summary["metrics"].items()))
     return run_status(result)

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args.checkpoint = chosen_checkpoint(args.checkpoint)
 
     from everest.engine import distributed  # first of the heavy imports: selects DeepSpeed's accelerator
+
     # isort: split
     from everest.data.annotations import AnnotationError
     from everest.engine.distributed import gather_objects
@@ -70,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     cfg = inference_config(args.config, args.overrides, loaded)
     if args.config is None and loaded.meta.get("task_type"):
         cfg.model.task_type = loaded.meta["task_type"]
-    model = load_classifier(loaded, num_frames=cfg.training.num_frames, input_size=cfg.model.input_size,
-                            attention_backend=cfg.model.attention_backend)
+    model = load_classifier(
+        loaded,
+        num_frames=cfg.training.num_frames,
+        input_size=cfg.model.input_size,
+        attention_backend=cfg.model.attention_backend,
+    )
     try:
-        names = class_names(cfg, loaded, args.class_names, model.head.out_features) \
-            if cfg.model.task_type == "classification" else None
+        names = (
+            class_names(cfg, loaded, args.class_names, model.head.out_features)
+            if cfg.model.task_type == "classification"
+            else None
+        )
     except ValueError as err:
         raise ConfigError(str(err)) from None
 

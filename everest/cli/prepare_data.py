@@ -20,12 +20,19 @@ from everest.data.prepare import PrepareError, prepare_dataset
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prepare videos + annotations into litdata shards for EVEREST.")
     parser.add_argument("--videos", required=True, help="folder holding the videos")
-    parser.add_argument("--annotations", help="CSV of `path [label ...]` lines (paths relative to --videos); "
-                                              "default: every video under --videos, unlabeled")
+    parser.add_argument(
+        "--annotations",
+        help="CSV of `path [label ...]` lines (paths relative to --videos); "
+        "default: every video under --videos, unlabeled",
+    )
     parser.add_argument("--output", required=True, help="output folder for the shards")
     defaults = StorageSettings()
-    parser.add_argument("--short-side", type=int, default=defaults.short_side,
-                        help="downscale videos whose short side is larger (never upscales)")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=defaults.short_side,
+        help="downscale videos whose short side is larger (never upscales)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--min-frames", type=int, default=16, help="skip videos with fewer frames")
@@ -36,11 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk-bytes", default="64MB", help="litdata chunk size")
     args = parser.parse_args(argv)
     try:
-        settings = StorageSettings(short_side=args.short_side, gop=args.gop, bframes=args.bframes, crf=args.crf,
-                                   preset=args.preset)
-        summary = prepare_dataset(args.videos, args.output, args.annotations, settings=settings,
-                                  workers=args.workers, overwrite=args.overwrite, min_frames=args.min_frames,
-                                  chunk_bytes=args.chunk_bytes)
+        settings = StorageSettings(
+            short_side=args.short_side, gop=args.gop, bframes=args.bframes, crf=args.crf, preset=args.preset
+        )
+        summary = prepare_dataset(
+            args.videos,
+            args.output,
+            args.annotations,
+            settings=settings,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            min_frames=args.min_frames,
+            chunk_bytes=args.chunk_bytes,
+        )
     except (AnnotationError, PrepareError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ import argparse
 from everest.config import ConfigError
 
 
-def video_parser(description: str, checkpoint_help: str, batch_help: str, batch_default: int) -> argparse.ArgumentParser:
+def video_parser(
+    description: str, checkpoint_help: str, batch_help: str, batch_default: int
+) -> argparse.ArgumentParser:
     """A parser with --checkpoint, --videos, --config, --root, --batch_size, --workers, --device
     and the overrides; the entry point adds its own options."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -46,13 +46,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML experiment config (default {DEFAULT_CONFIG})")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file or folder (any supported format)")
-    parser.add_argument("--output_dir", "--output-dir", default="visualizations", help="where the PNGs go (default visualizations/)")
+    parser.add_argument(
+        "--output_dir", "--output-dir", default="visualizations", help="where the PNGs go (default visualizations/)"
+    )
     parser.add_argument("--num_samples", "--num-samples", type=int, default=5, help="random dataset clips to draw")
     parser.add_argument("--frames_to_show", "--frames-to-show", type=int, default=8)
     parser.add_argument("--seed", type=int, default=None, help="seed for clip choice and masks (default: random)")
     parser.add_argument("--split", default="train", choices=["train", "val", "test"])
-    parser.add_argument("--video", action="append", default=None, metavar="FILE",
-                        help="a video file to draw instead of the dataset (repeatable)")
+    parser.add_argument(
+        "--video",
+        action="append",
+        default=None,
+        metavar="FILE",
+        help="a video file to draw instead of the dataset (repeatable)",
+    )
     parser.add_argument("--start_frame", "--start-frame", type=int, default=0, help="skip this many frames of --video")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.mask_type=tube")
@@ -92,8 +99,8 @@ def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
         raise ValueError(f"{path}: no video frames after frame {start_frame}")
     clip = np.stack(frames)[candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)]
     clip = resize_short_side(torch.from_numpy(clip[select_frame_indices(clip, t.num_frames, t.frame_selection)]), size)
-    (top, left, height, width), = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, 1)
-    return clip[:, top:top + height, left:left + width].contiguous()
+    ((top, left, height, width),) = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, 1)
+    return clip[:, top : top + height, left : left + width].contiguous()
 
 
 def dataset_clips(cfg: Config, split: str, count: int, seed: int):
@@ -113,8 +120,15 @@ def dataset_clips(cfg: Config, split: str, count: int, seed: int):
         yield f"{split} clip {index}", torch.as_tensor(dataset[index]["video"])
 
 
-def draw(model: nn.Module, reconstruct: bool, clip: Tensor, cfg: Config, generator: torch.Generator,
-         frames_to_show: int, device: torch.device) -> np.ndarray:
+def draw(
+    model: nn.Module,
+    reconstruct: bool,
+    clip: Tensor,
+    cfg: Config,
+    generator: torch.Generator,
+    frames_to_show: int,
+    device: torch.device,
+) -> np.ndarray:
     """The labelled grid of one uint8 clip [F, S, S, 3] as a uint8 HxWx3 image."""
     import torch
 
@@ -136,7 +150,8 @@ def _draw(model, reconstruct: bool, clip, cfg: Config, generator, frames_to_show
     video01 = denormalize_video(video, torch.tensor(d.normalize_mean), torch.tensor(d.normalize_std))[0]
     embedded = model.embed(video)
     selection = tokens.select_for_pretraining(
-        embedded, spec.grid, m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio, generator=generator)
+        embedded, spec.grid, m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio, generator=generator
+    )
     scores = selection.scores
     if scores is None:
         scores = tokens.motion_scores(rearrange(embedded, "b (t l) d -> b t l d", t=spec.grid[0]))
@@ -164,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     from everest.models.weights import WeightsError
 
     seed = args.seed if args.seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     try:
         model, reconstruct = load_model(args.checkpoint, cfg)
     except WeightsError as err:
@@ -173,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = model.to(device)
     if not reconstruct:
-        why = "no checkpoint: a freshly initialised patch embedding scores the tokens" if args.checkpoint is None \
+        why = (
+            "no checkpoint: a freshly initialised patch embedding scores the tokens"
+            if args.checkpoint is None
             else f"{args.checkpoint} has no decoder"
+        )
         print(f"{why}; drawing selection and scores without the reconstruction row")
     if args.video:
         clips = ((path, read_video(path, cfg, args.start_frame)) for path in args.video)
