@@ -2,9 +2,12 @@
 
     python -m kernels.bench {motion_score,topk_select,gather_tokens,selection,all} \\
         --batch 8 --frames 16 --size 224 --dim 768 --dtype bf16 [--json FILE]
-    python -m kernels.bench step      # selection's share of a CPU ViT-S pretraining step
+    python -m kernels.bench check     # the kernels against their twins only
 
-On CUDA every op is timed with triton.testing.do_bench (median, launch overhead included) after
+(The selection's share of a pretraining step: `python -m everest.bench.selection`.)
+
+Timing runs on everest.bench.timing. On CUDA every op is timed with triton.testing.do_bench
+(median, launch overhead included), the ops taking turns, after
 the device's copy bandwidth is measured, and the kernels are checked against their twins first;
 "graph ms" replays the kernels and twins as a CUDA graph: GPU time alone (the reference path's
 boolean indexing waits on the host and cannot be captured). On CPU the torch twins and the
@@ -19,19 +22,17 @@ boolean masks, positions added to every token and boolean-mask indexing of the v
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 import triton
 from torch import Tensor
 
+from everest.bench.timing import describe_device, environment, interleaved, markdown_table, write_json
 from kernels import gather, motion, topk
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -114,20 +115,14 @@ def reference_gather(tokens: Tensor, pos: Tensor, input_mask: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------ measurement
 
 def median_ms(fns: dict[str, Callable[[], object]], cuda: bool, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each function. On CPU the functions take turns, round after
-    round, so a busy machine slows them alike and the ratios stay fair."""
+    """Median milliseconds of each function, the functions taking turns (round after round on
+    CPU, so a busy machine slows them alike); on CUDA each turn is one triton do_bench median."""
     if cuda:
-        return {name: float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
-                for name, fn in fns.items()}
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(values) for name, values in times.items()}
+        timings = interleaved(fns, 1, 0, timer=lambda fn: triton.testing.do_bench(
+            fn, warmup=25, rep=100, return_mode="median") / 1e3)
+    else:
+        timings = interleaved(fns, repeats, 1)
+    return {name: 1e3 * seconds for name, seconds in timings.medians().items()}
 
 
 def graph_ms(fn: Callable[[], object]) -> float:
@@ -242,7 +237,7 @@ def check(shape: Shape, device: torch.device) -> list[str]:
         failures.append("motion_score")
     got = topk.topk_select_triton(x.scores, shape.kept, shape.visible, x.noise)
     want = topk.topk_select_torch(x.scores, shape.kept, shape.visible, x.noise)
-    if not all(torch.equal(a, b) for a, b in zip(got, want)):
+    if not all(torch.equal(a, b) for a, b in zip(got, want, strict=True)):
         failures.append("topk_select")
     exact = device.type == "cuda" or shape.dtype == "fp32"  # the interpreter truncates to 16 bits
     out, twin = gather.gather_triton(x.tokens, x.visible, x.pos), gather.gather_torch(x.tokens, x.visible, x.pos)
@@ -269,37 +264,6 @@ def shape_args(shape: Shape) -> list[str]:
             "--dim", str(shape.dim), "--dtype", shape.dtype]
 
 
-# ------------------------------------------------------------------------ selection in a step
-
-def step_share(shape: Shape, repeats: int) -> dict:
-    """Time a CPU ViT-S pretraining step (embed, select, encoder/decoder forward and backward)
-    and the selection inside it."""
-    from everest.models import PretrainAutoencoder, spec_for
-    from everest.tokens import select_for_pretraining
-
-    spec = spec_for("vit-s", input_size=shape.size, num_frames=shape.frames)
-    model = PretrainAutoencoder(spec)
-    video = torch.randn(shape.batch, 3, shape.frames, shape.size, shape.size)
-    gen = torch.Generator().manual_seed(0)
-    step_ms, select_ms = [], []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        tokens = model.embed(video)
-        chosen_at = time.perf_counter()
-        chosen = select_for_pretraining(tokens.detach(), spec.grid, "motion-centric",
-                                        shape.mask_ratio, shape.rho, gen)
-        chosen_ms = (time.perf_counter() - chosen_at) * 1e3
-        pixels = model.forward_embedded(tokens, chosen.visible, chosen.target)
-        pixels.float().pow(2).mean().backward()
-        model.zero_grad(set_to_none=True)
-        step_ms.append((time.perf_counter() - start) * 1e3)
-        select_ms.append(chosen_ms)
-    step, select = statistics.median(step_ms[1:]), statistics.median(select_ms[1:])
-    return {"model": "vit-s", "batch": shape.batch, "frames": shape.frames, "size": shape.size,
-            "threads": torch.get_num_threads(), "step_ms": step, "selection_ms": select,
-            "selection_share_pct": 100 * select / step}
-
-
 # ----------------------------------------------------------------------------------- output
 
 def table(rows: list[Row]) -> str:
@@ -307,41 +271,29 @@ def table(rows: list[Row]) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
     graphs = any(r.graph_ms is not None for r in rows)
-    lines = ["| op | impl | median ms | GB/s | % of copy | vs twin | vs reference |"
-             + (" graph ms |" if graphs else ""),
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if graphs else "")]
-    for r in rows:
-        line = (f"| {r.op} | {r.impl} | {r.median_ms:.4f} | {r.gbps:.1f} | {r.pct_of_copy:.1f} "
-                f"| {ratio(r.vs_twin)} | {ratio(r.vs_reference)} |")
-        if graphs:
-            line += " - |" if r.graph_ms is None else f" {r.graph_ms:.4f} |"
-        lines.append(line)
-    return "\n".join(lines)
+    header = ["op", "impl", "median ms", "GB/s", "% of copy", "vs twin", "vs reference"]
+    header += ["graph ms"] if graphs else []
+    cells = [[r.op, r.impl, f"{r.median_ms:.4f}", f"{r.gbps:.1f}", f"{r.pct_of_copy:.1f}", ratio(r.vs_twin),
+              ratio(r.vs_reference)] + (["-" if r.graph_ms is None else f"{r.graph_ms:.4f}"] if graphs else [])
+             for r in rows]
+    return markdown_table(header, cells, "ll" + "r" * (len(header) - 2))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kernels.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=(*OPS, "all", "step", "check"))
-    parser.add_argument("--batch", type=int, help="clips (default 8; 2 for step)")
+    parser.add_argument("what", choices=(*OPS, "all", "check"))
+    parser.add_argument("--batch", type=int, default=8, help="clips")
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--dim", type=int, default=768, help="token width (step: ViT-S, 384)")
-    parser.add_argument("--dtype", choices=tuple(DTYPES), default="bf16", help="(step: fp32)")
+    parser.add_argument("--dim", type=int, default=768, help="token width")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--repeats", type=int, help="timed runs per op on CPU (default 10; 3 for step)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per op on CPU")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
 
-    if args.what == "step":
-        step = Shape(args.batch or 2, args.frames, args.size, 384, "fp32")
-        result = step_share(step, args.repeats or 3)
-        print(json.dumps(result, indent=2))
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(result, f, indent=2)
-        return
-    shape = Shape(args.batch or 8, args.frames, args.size, args.dim, args.dtype)
-    repeats = args.repeats or 10
+    shape = Shape(args.batch, args.frames, args.size, args.dim, args.dtype)
+    repeats = args.repeats
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     cuda = device.type == "cuda"
@@ -349,8 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         failures = check(shape, device)
         print("kernels match their twins" if not failures else "MISMATCH: " + ", ".join(failures))
         sys.exit(1 if failures else 0)
-    name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}, triton {triton.__version__}")
+    print(f"device: {describe_device(device)}; torch {torch.__version__}, triton {triton.__version__}")
     print(f"shape: batch {shape.batch}, {shape.frames} frames, {shape.size}px, D={shape.dim}, "
           f"{shape.dtype}: N={shape.tokens}, K={shape.kept}, V={shape.visible}")
     if cuda:
@@ -368,10 +319,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += bench_op(op, shape, x, ceiling, cuda, repeats)
     print(table(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "triton": triton.__version__,
-                       "shape": asdict(shape), "copy_gbps": ceiling, "check": verdict,
-                       "rows": [asdict(r) for r in rows]}, f, indent=2)
+        write_json(args.json, {**environment(device), "triton": triton.__version__, "shape": asdict(shape),
+                               "copy_gbps": ceiling, "check": verdict, "rows": [asdict(r) for r in rows]})
 
 
 if __name__ == "__main__":

@@ -3,11 +3,16 @@
 import json
 
 import pytest
+import torch
 
 from everest.bench.__main__ import main
-from everest.bench.workloads import STAGES
+from everest.bench.workloads import STAGES, _clip_batch, build_bench
+from everest.config import config_from_dict
+from everest.data import to_model_input
 from everest.estimate.plans import finetune_plan, pretrain_plan
 from everest.models import spec_for
+from everest.tasks.finetune import FinetuneObjective
+from everest.tasks.pretrain import PretrainObjective, sample_noise
 
 TINY = ["--backbone", "vit-s", "--batch", "2", "--frames", "4", "--size", "32", "--patch", "8",
         "--spec", "embed_dim=48", "--spec", "depth=2", "--spec", "num_heads=2",
@@ -40,3 +45,39 @@ def test_bench_runs_tiny(tmp_path, capsys, task, strategies):
         assert r["decoder_tokens"] == 2 * plan.decoder
     assert results["everest"]["flops"] < results[strategies[1]]["flops"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _record_outputs(module: torch.nn.Module) -> list:
+    """The losses `module` returns from now on."""
+    losses = []
+    module.register_forward_hook(lambda _, args, out: losses.append(out[0]))
+    return losses
+
+
+def test_step_benchmark_runs_the_training_objectives():
+    """Its masked steps call PretrainObjective / FinetuneObjective, whose loss on the task's inputs
+    (the config's normalisation, sample_noise keys) is the step's loss."""
+    cpu = torch.device("cpu")
+    clip = _clip_batch(TINY_SPEC, 2, torch.Generator().manual_seed(0))
+    bench = build_bench("pretrain", TINY_SPEC, 2, cpu, torch.float32)
+    for w in bench.workloads:
+        if w.name == "none":  # no masking: no objective mode, an explicit forward
+            assert w.objective is None
+            continue
+        assert type(w.objective) is PretrainObjective
+        assert w.objective.mask_type == {"everest": "motion-centric", "videomae": "tube"}[w.name]
+        outputs = _record_outputs(w.objective)
+        loss, _ = w.forward()
+        assert len(outputs) == 1 and outputs[0] is loss
+        cfg = config_from_dict({"model": {"mask_type": w.objective.mask_type, "input_size": 32, "patch_size": 8},
+                                "training": {"num_frames": 4}})
+        video = to_model_input(clip, cfg.data.normalize_mean, cfg.data.normalize_std, cpu)
+        noise = sample_noise(torch.arange(2), 0, 0, TINY_SPEC.num_patches, cpu)
+        expected, _, _ = PretrainObjective(bench.model, cfg)(video, noise)
+        assert torch.equal(loss, expected)
+    bench = build_bench("finetune", TINY_SPEC, 2, cpu, torch.float32)
+    for w in bench.workloads:
+        assert type(w.objective) is FinetuneObjective and w.objective.mcm == (w.name == "everest")
+        outputs = _record_outputs(w.objective)
+        loss, _ = w.forward()
+        assert len(outputs) == 1 and outputs[0] is loss

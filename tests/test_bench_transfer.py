@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from everest.bench.transfer import Row, _test_metrics, last_logged, margins, markdown, parse_args, steps_done
+from everest.experiments.transfer import Row, _test_metrics, last_logged, margins, markdown, parse_args, steps_done
 
 
 def _rows():

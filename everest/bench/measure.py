@@ -2,10 +2,12 @@
 
 - FLOPs: `torch.utils.flop_counter` over one whole step (the first warm-up step).
 - Wall time: median over `repeats` steps after warm-up, strategies interleaved (A B C A B C
-  ...) so that machine noise hits them alike; CUDA is synchronised around each step.
+  ...) so that machine noise hits them alike; CUDA is synchronised around each step
+  (`everest.bench.timing.interleaved`).
 - Stage breakdown: `breakdown` further interleaved steps per strategy with every stage
-  (`workloads.STAGES`) synchronised and timed; the median of each stage is reported. The
-  synchronisation makes these steps a little slower than the timed ones on CUDA.
+  (`workloads.STAGES`, the record_function ranges of the step and its objective) synchronised
+  and timed (`everest.bench.timing.interleaved_ranges`); the median of each stage is reported.
+  The synchronisation makes these steps a little slower than the timed ones on CUDA.
 - Memory of one step per strategy, on CUDA from the caching allocator's counters
   (`memory_allocated`, `max_memory_allocated`: weights, optimizer states, gradients,
   activations); on CPU from the process's resident set (VmRSS, and VmHWM reset before the step
@@ -20,15 +22,15 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import statistics
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from everest.bench.workloads import STAGES, Bench, StageClock, StepTokens, Workload, train_step
+from everest.bench.timing import describe_device, interleaved, interleaved_ranges, median
+from everest.bench.workloads import STAGES, Bench, StepTokens, Workload, train_step
 from everest.estimate.flops import flop_counter
 
 _M_MMAP_THRESHOLD = -3
@@ -49,22 +51,10 @@ class StrategyResult:
     decoder_tokens: int
     wall_s_all: list[float] = field(default_factory=list)
     stage_s: dict[str, float] = field(default_factory=dict)  # median seconds per stage (breakdown)
+    device: str = ""  # timing.describe_device
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 class CudaMeter:
@@ -117,7 +107,7 @@ def memory_step(bench: Bench, workload: Workload, meter: CudaMeter | RssMeter) -
     """One training step -> (peak bytes, peak above the start, bytes the forward left held)."""
     meter.start()
     before = meter.current()
-    loss, _ = workload.forward(StageClock(bench.device))
+    loss, _ = workload.forward()
     held = meter.current() - before
     loss.backward()
     bench.optimizer.step()
@@ -135,19 +125,6 @@ def _meter(device: torch.device) -> CudaMeter | RssMeter | None:
         return None
 
 
-def stage_breakdown(bench: Bench, steps: int) -> dict[str, dict[str, float]]:
-    """Median seconds per stage of `steps` interleaved, stage-synchronised steps per strategy."""
-    seen: dict[str, dict[str, list[float]]] = {w.name: {} for w in bench.workloads}
-    for _ in range(steps):
-        for w in bench.workloads:
-            clock = StageClock(bench.device, enabled=True)
-            train_step(bench, w, clock)
-            for stage, seconds in clock.seconds.items():
-                seen[w.name].setdefault(stage, []).append(seconds)
-    return {name: {stage: statistics.median(stages[stage]) for stage in STAGES if stage in stages}
-            for name, stages in seen.items()}
-
-
 def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print,
             breakdown: int = 0) -> dict[str, StrategyResult]:
     """Counted FLOPs, median wall time, peak memory and (breakdown > 0) per-stage medians of
@@ -158,15 +135,9 @@ def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str]
         with flop_counter() as counter:
             counts[w.name] = train_step(bench, w)
         flops[w.name] = counter.get_total_flops()
-    for _ in range(warmup - 1):
-        for w in bench.workloads:
-            train_step(bench, w)
-    walls: dict[str, list[float]] = {w.name: [] for w in bench.workloads}
-    for r in range(repeats):
-        for w in bench.workloads:
-            walls[w.name].append(timed(lambda: train_step(bench, w), bench.device))
-        log(f"repeat {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in walls.items()))
-    stages = stage_breakdown(bench, breakdown) if breakdown else {}
+    steps = {w.name: partial(train_step, bench, w) for w in bench.workloads}
+    walls = interleaved(steps, repeats, warmup - 1, bench.device, log=log).wall
+    stages = interleaved_ranges(steps, breakdown, STAGES, bench.device) if breakdown else {}
     meter = _meter(bench.device)
     results = {}
     for w in bench.workloads:
@@ -174,7 +145,7 @@ def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str]
         results[w.name] = StrategyResult(
             label=w.label, flops=flops[w.name], model_flops=w.model_flops.total,
             recompute_flops=w.model_flops.recompute, stage_s=stages.get(w.name, {}),
-            wall_s=statistics.median(walls[w.name]), peak_mem_bytes=peak, step_mem_bytes=step,
+            wall_s=median(walls[w.name]), peak_mem_bytes=peak, step_mem_bytes=step,
             activation_bytes=held, encoder_tokens=counts[w.name].encoder, decoder_tokens=counts[w.name].decoder,
-            wall_s_all=walls[w.name])
+            wall_s_all=walls[w.name], device=describe_device(bench.device))
     return results

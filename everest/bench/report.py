@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 from pathlib import Path
 
 import torch
 
 from everest.bench.measure import StrategyResult
+from everest.bench.timing import describe_device, markdown_table
+from everest.bench.timing import write_json as _write_json
 from everest.bench.workloads import STAGES, Bench
 
 GIB = 2**30
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {_cpu_name()}, {torch.get_num_threads()} threads"
 
 
 def _gib(value: int | None) -> str:
@@ -63,26 +47,19 @@ def markdown(bench: Bench, results: dict[str, StrategyResult], repeats: int, bac
         + (f" Host load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs)."
            if load else ""),
         "",
-        "| strategy | encoder tokens | decoder tokens | GFLOPs counted | GFLOPs model | of which recompute "
-        "| wall s | peak mem GiB | step mem GiB | activations GiB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in results.values():
-        lines.append(f"| {r.label} | {r.encoder_tokens} | {r.decoder_tokens} | {r.flops / 1e9:.1f} | "
-                     f"{r.model_flops / 1e9:.1f} | {r.recompute_flops / 1e9:.1f} | {r.wall_s:.3f} | "
-                     f"{_gib(r.peak_mem_bytes)} | "
-                     f"{_gib(r.step_mem_bytes)} | "
-                     f"{_gib(r.activation_bytes)} |")
-    for name, r in results.items():
-        if name == bench.baseline:
-            continue
-        lines.append(f"| {r.label} / {base.label} | {_ratio(r.encoder_tokens, base.encoder_tokens)} | "
-                     f"{_ratio(r.decoder_tokens, base.decoder_tokens)} | {_ratio(r.flops, base.flops)} | "
-                     f"{_ratio(r.model_flops, base.model_flops)} | "
-                     f"{_ratio(r.recompute_flops, base.recompute_flops)} | {_ratio(r.wall_s, base.wall_s)} | "
-                     f"{_ratio(r.peak_mem_bytes, base.peak_mem_bytes)} | "
-                     f"{_ratio(r.step_mem_bytes, base.step_mem_bytes)} | "
-                     f"{_ratio(r.activation_bytes, base.activation_bytes)} |")
+    rows = [[r.label, r.encoder_tokens, r.decoder_tokens, f"{r.flops / 1e9:.1f}", f"{r.model_flops / 1e9:.1f}",
+             f"{r.recompute_flops / 1e9:.1f}", f"{r.wall_s:.3f}", _gib(r.peak_mem_bytes), _gib(r.step_mem_bytes),
+             _gib(r.activation_bytes)] for r in results.values()]
+    rows += [[f"{r.label} / {base.label}", _ratio(r.encoder_tokens, base.encoder_tokens),
+              _ratio(r.decoder_tokens, base.decoder_tokens), _ratio(r.flops, base.flops),
+              _ratio(r.model_flops, base.model_flops), _ratio(r.recompute_flops, base.recompute_flops),
+              _ratio(r.wall_s, base.wall_s), _ratio(r.peak_mem_bytes, base.peak_mem_bytes),
+              _ratio(r.step_mem_bytes, base.step_mem_bytes), _ratio(r.activation_bytes, base.activation_bytes)]
+             for name, r in results.items() if name != bench.baseline]
+    lines.append(markdown_table(["strategy", "encoder tokens", "decoder tokens", "GFLOPs counted", "GFLOPs model",
+                                 "of which recompute", "wall s", "peak mem GiB", "step mem GiB", "activations GiB"],
+                                rows))
     lines.append("")
     for name, r in results.items():
         if name == bench.baseline:
@@ -101,20 +78,17 @@ def stage_table(results: dict[str, StrategyResult]) -> list[str]:
     """Median seconds per stage and its share of the stages' sum, one column pair per strategy."""
     shown = [r for r in results.values() if r.stage_s]
     lines = ["Where a step's time goes (median seconds per stage over the breakdown steps, each stage "
-             "synchronised; share of the step in brackets):", "",
-             "| stage | " + " | ".join(r.label for r in shown) + " |",
-             "| --- |" + " ---: |" * len(shown)]
+             "synchronised; share of the step in brackets):", ""]
     totals = [sum(r.stage_s.values()) for r in shown]
-    for stage in STAGES:
-        cells = [f"{r.stage_s[stage]:.4f} ({100 * r.stage_s[stage] / t:.0f}%)" if stage in r.stage_s else "-"
-                 for r, t in zip(shown, totals)]
-        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines.append("| sum | " + " | ".join(f"{t:.4f}" for t in totals) + " |")
-    return lines
+    rows = [[stage, *(f"{r.stage_s[stage]:.4f} ({100 * r.stage_s[stage] / t:.0f}%)" if stage in r.stage_s else "-"
+                      for r, t in zip(shown, totals, strict=True))] for stage in STAGES]
+    rows.append(["sum", *(f"{t:.4f}" for t in totals)])
+    return lines + markdown_table(["stage", *(r.label for r in shown)], rows).splitlines()
 
 
 def write_json(results: dict[str, StrategyResult], path: str | Path) -> None:
-    Path(path).write_text(json.dumps({name: r.to_dict() for name, r in results.items()}, indent=2))
+    """{strategy: its result}; every result names the hardware it ran on (`device`)."""
+    _write_json(path, {name: r.to_dict() for name, r in results.items()})
 
 
 def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> None:
@@ -130,7 +104,7 @@ def plot(bench: Bench, results: dict[str, StrategyResult], path: str | Path) -> 
               ("activations, GiB", [(r.activation_bytes or 0) / GIB for r in results.values()])]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     colors = ["tab:green", "tab:blue", "tab:gray"][: len(labels)]
-    for ax, (title, values) in zip(axes, panels):
+    for ax, (title, values) in zip(axes, panels, strict=True):
         bars = ax.bar(range(len(values)), values, color=colors)
         ax.bar_label(bars, fmt="%.3g")
         ax.margins(y=0.15)

