@@ -18,12 +18,13 @@ from everest.engine.interrupts import exit_on_signal  # first, as in launch/*.py
 
 exit_on_signal()
 
-from everest.engine import distributed  # noqa: E402
+from everest.engine import distributed  # noqa: E402  (before anything imports deepspeed)
 
+# isort: split
 import torch  # noqa: E402
 
-from everest.config import load_config  # noqa: E402
 from everest.cli.common import exit_on_user_error, run_status  # noqa: E402
+from everest.config import load_config  # noqa: E402
 
 TINY = [
     "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",
