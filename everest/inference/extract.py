@@ -208,9 +208,9 @@ def is_done(out: Path, source: VideoSource) -> bool:
 def write_video_features(out: Path, result: VideoFeatures, rank: int) -> None:
     """`name.npy`, `name.kept.npy` (token level under MCM) and then `name.windows.json`."""
     source = result.source
-    atomic_write(out / f"{source.name}.npy", lambda f: np.save(f, result.features))
+    atomic_write(out / f"{source.name}.npy", lambda f: np.save(f, result.features), mode="wb")
     if result.kept is not None:
-        atomic_write(out / f"{source.name}{KEPT_SUFFIX}", lambda f: np.save(f, result.kept))
+        atomic_write(out / f"{source.name}{KEPT_SUFFIX}", lambda f: np.save(f, result.kept), mode="wb")
     times = {
         "path": source.path, "order": source.order, "file": f"{source.name}.npy",
         "kept_file": f"{source.name}{KEPT_SUFFIX}" if result.kept is not None else None,
@@ -218,7 +218,7 @@ def write_video_features(out: Path, result: VideoFeatures, rank: int) -> None:
         "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6), "frames": f.tolist()}
                     for w, f in zip(result.windows, result.frames)],
     }
-    atomic_write(_times_file(out, source), lambda f: json.dump(times, f, indent=1), mode="w")
+    atomic_write(_times_file(out, source), lambda f: json.dump(times, f, indent=1))
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -239,7 +239,7 @@ def _check_settings(out: Path, settings: dict, is_main: bool) -> None:
             raise ConfigError(f"{out} holds features made with other settings ({detail}); "
                               "choose another --output, or delete that folder to start again")
     elif is_main:
-        atomic_write(path, lambda f: json.dump(settings, f, indent=1), mode="w")
+        atomic_write(path, lambda f: json.dump(settings, f, indent=1))
 
 
 def _write_index(out: Path, sources: Sequence[VideoSource]) -> int:
