@@ -163,3 +163,33 @@ def test_visualize_dataset_clips(root, tmp_path):
     assert len(images) == 2
     for image in images:
         assert_panels_vary(image, rows=4, cols=8, size=SIZE, labelled=True)
+
+
+@pytest.mark.parametrize("selection", ["uniform", "information"])
+def test_visualiser_cuts_the_clip_evaluation_cuts(tmp_path, selection):
+    """Same video, same settings: the visualiser's clip is evaluation's (short side included)."""
+    from everest.cli.visualize import read_video
+    from everest.config import config_from_dict
+    from everest.data.builtin.synthetic import write_video
+    from everest.data.codec import iter_source_frames
+    from everest.data.loader import clip_maker
+
+    rng = np.random.default_rng(5)
+    frames = np.cumsum(rng.integers(0, 40, (15, 48, 80, 3)), axis=0).astype(np.uint8)  # changing, 48x80
+    path = tmp_path / "clip.mp4"
+    write_video(path, frames, fps=10, lossless=True)
+    decoded = np.stack(list(iter_source_frames(path)))
+    record = {"video_id": 0, "num_frames": len(decoded), "label": np.zeros(1), "label_kind": 0}
+
+    def both(short_side):
+        cfg = config_from_dict({
+            "model": {"input_size": 32, "patch_size": 8},
+            "training": {"num_frames": 4, "frames_to_sample": 8, "temporal_stride": 2, "frame_selection": selection},
+            "augmentation": {"short_side_size": short_side}})
+        maker = clip_maker(cfg, "val", multiview=False)
+        maker.read_frames = lambda _record, indices: decoded[indices]
+        return read_video(path, cfg), maker(record)["video"]
+
+    ours, evaluation = both(40)
+    assert ours.shape == (4, 32, 32, 3) and torch.equal(ours, evaluation)
+    assert not torch.equal(ours, both(None)[0])  # the short side is honoured, not ignored

@@ -83,24 +83,25 @@ def load_model(checkpoint: str | None, cfg: Config) -> tuple[nn.Module, bool]:
 
 
 def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
-    """A model-sized uint8 clip [F, S, S, 3] from a video file, sampled as the config asks
-    (evaluation-style: short side resized, centre crop)."""
+    """A model-sized uint8 clip [F, S, S, 3] from a video file: the window of the config's
+    frames_to_sample x temporal_stride frames from `start_frame`, cut exactly as evaluation cuts
+    its clips (`everest.data.clips.evaluation_views`: frame selection, short side resized to
+    augmentation.short_side_size, centre crop)."""
     import numpy as np
-    import torch
 
+    from everest.data.clips import Temporal, evaluation_views
     from everest.data.codec import iter_source_frames
-    from everest.data.frames import candidate_window, select_frame_indices
-    from everest.data.transforms import resize_short_side, spatial_crop_boxes
+    from everest.data.frames import candidate_window
 
-    t, size = cfg.training, cfg.model.input_size
+    t = cfg.training
     span = (t.frames_to_sample - 1) * t.temporal_stride + 1
     frames = list(islice(iter_source_frames(path), start_frame, start_frame + span))
     if not frames:
         raise ValueError(f"{path}: no video frames after frame {start_frame}")
-    clip = np.stack(frames)[candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)]
-    clip = resize_short_side(torch.from_numpy(clip[select_frame_indices(clip, t.num_frames, t.frame_selection)]), size)
-    ((top, left, height, width),) = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, 1)
-    return clip[:, top : top + height, left : left + width].contiguous()
+    window = candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)
+    views, _ = evaluation_views(np.stack(frames).__getitem__, [window], Temporal.of(t), cfg.model.input_size,
+                                cfg.augmentation.short_side_size, crops=1)
+    return views[0, 0]
 
 
 def dataset_clips(cfg: Config, split: str, count: int, seed: int):
@@ -137,29 +138,29 @@ def draw(
 
 
 def _draw(model, reconstruct: bool, clip, cfg: Config, generator, frames_to_show: int, device):
+    from dataclasses import replace
+
     import torch
     from einops import rearrange
 
     from everest import tokens
     from everest.data import to_model_input
     from everest.patches import denormalize_video
-    from everest.viz import reconstruction_grid, selection_grid
+    from everest.viz import clip_picture
 
     d, m, spec = cfg.data, cfg.model, model.spec
     video = to_model_input(clip[None], d.normalize_mean, d.normalize_std, device, torch.float32)
-    video01 = denormalize_video(video, torch.tensor(d.normalize_mean), torch.tensor(d.normalize_std))[0]
+    video01 = denormalize_video(video, torch.tensor(d.normalize_mean), torch.tensor(d.normalize_std))
     embedded = model.embed(video)
     selection = tokens.select_for_pretraining(
         embedded, spec.grid, m.mask_type, m.mask_ratio, m.motion_centric_masking_ratio, generator=generator
     )
-    scores = selection.scores
-    if scores is None:
-        scores = tokens.motion_scores(rearrange(embedded, "b (t l) d -> b t l d", t=spec.grid[0]))
-    visible, target, scores = selection.visible[0], selection.target[0], scores[0]
-    if not reconstruct:
-        return selection_grid(video01, visible, target, spec, scores, frames_to_show)
-    pred = model.forward_embedded(embedded, selection.visible, selection.target)[0]
-    return reconstruction_grid(video01, visible, target, pred, spec, m.normalize_target, scores, frames_to_show)
+    if selection.scores is None:  # random / tube masking: the heatmap still shows the motion score
+        selection = replace(
+            selection, scores=tokens.motion_scores(rearrange(embedded, "b (t l) d -> b t l d", t=spec.grid[0]))
+        )
+    pred = model.forward_embedded(embedded, selection.visible, selection.target) if reconstruct else None
+    return clip_picture(video01, selection, spec, pred, m.normalize_target, frames_to_show)
 
 
 @exit_on_user_error
