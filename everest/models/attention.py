@@ -31,7 +31,7 @@ def resolve_backend(requested: str, q: Tensor) -> str:
     flash_ok = flash_available() and q.is_cuda and q.dtype in _FLASH_DTYPES
     if requested == "flash" and not flash_ok:
         why = (
-            "flash-attn is not installed (pip install -r requirements-gpu.txt)"
+            'flash-attn is not installed (pip install --no-build-isolation -e ".[gpu]")'
             if not flash_available()
             else f"it needs CUDA tensors in fp16/bf16, got {q.device.type} {q.dtype}"
         )
