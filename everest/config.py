@@ -42,10 +42,19 @@ class DataConfig:
     synthetic_videos: int = 48
     # "motion": shapes over smooth backgrounds, labelled by motion axis x speed (4 classes; speed
     # for regression). "objects": a shaded shape over a smooth colour texture, labelled by
-    # shape x motion axis (8 classes); see everest/data/objects.py.
-    synthetic_kind: Literal["motion", "objects"] = "motion"
+    # shape x motion axis (8 classes). "digits": Moving MNIST from real handwritten digits, labelled
+    # by the digit (10 classes). See everest/data/builtin/.
+    synthetic_kind: Literal["motion", "objects", "digits"] = "motion"
     # Validation and test videos each; null: as many as synthetic_videos, between 4 and 96.
     synthetic_heldout: Optional[int] = None
+    # Digits per "digits" video: 1, or 2 (the second, of another class, a distractor).
+    synthetic_digits: int = 1
+    # The first N built-in train videos (N/classes of each class) are the representation probe's
+    # labelled train clips in pretraining runs (0: no probe on the built-in data).
+    synthetic_probe_videos: int = 100
+    # A prepared, labelled dataset whose clips train the representation probe of a pretraining run
+    # (kNN and linear on frozen encoder features), scored on the labelled val split.
+    probe_train_dir: Optional[str] = None
 
 
 @dataclass
@@ -175,6 +184,11 @@ class LoggingConfig:
     # share of the epochs (0 turns the warning off).
     pretext_warn_after: float = 0.3
     pretext_warn_below: float = 0.02
+    # Pretraining: the representation probe (kNN and linear on frozen, mean-pooled encoder
+    # features) at step 0 and at every n-th epoch's validation (0: never); kNN's k and temperature.
+    probe_every_n_epochs: int = 1
+    probe_knn_k: int = 20
+    probe_knn_temperature: float = 0.07
 
 
 @dataclass
@@ -514,6 +528,12 @@ def validate(cfg: Config) -> None:
         "checkpoint.save_ckpt_freq must be >= 1 or null",
     )
     _check(cfg.logging.log_freq >= 1, f"logging.log_freq={cfg.logging.log_freq} must be >= 1")
+    lg = cfg.logging
+    _check(lg.probe_every_n_epochs >= 0, f"logging.probe_every_n_epochs={lg.probe_every_n_epochs} must be >= 0")
+    _check(lg.probe_knn_k >= 1, f"logging.probe_knn_k={lg.probe_knn_k} must be >= 1")
+    _check(lg.probe_knn_temperature > 0, f"logging.probe_knn_temperature={lg.probe_knn_temperature} must be > 0")
+    _check(d.synthetic_digits in (1, 2), f"data.synthetic_digits={d.synthetic_digits} must be 1 or 2")
+    _check(d.synthetic_probe_videos >= 0, f"data.synthetic_probe_videos={d.synthetic_probe_videos} must be >= 0")
     _check(0 <= cfg.logging.pretext_warn_after <= 1,
            f"logging.pretext_warn_after={cfg.logging.pretext_warn_after} must lie in [0, 1] (a share of the epochs)")
 

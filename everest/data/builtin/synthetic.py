@@ -46,7 +46,9 @@ class SyntheticSpec:
     fps: int = 12
     seed: int = 0
     version: int = 2  # bumped when the rendering changes, so that old collections are rebuilt
-    kind: str = "motion"  # "motion" (this module's shapes) or "objects" (everest.data.builtin.objects)
+    kind: str = "motion"  # "motion" (this module's shapes), "objects" or "digits" (everest.data.builtin.*)
+    digits: int = 1  # digits per video in the "digits" collection (2: a distractor of another class)
+    probe_videos: int = 0  # the first train videos, also prepared as the representation probe's split
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,14 @@ def render(motion: Motion, size: int, frames: int, rng: np.random.Generator) -> 
     return video
 
 
-def write_video(path: str | Path, video: np.ndarray, fps: int) -> None:
-    """Write uint8 [T, H, W, 3] frames as an H.264 mp4."""
+def write_video(path: str | Path, video: np.ndarray, fps: int, lossless: bool = False) -> None:
+    """Write uint8 [T, H, W, 3] frames as an H.264 mp4; `lossless`: RGB at qp 0 (libx264rgb),
+    so that every decoder returns exactly these frames."""
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
         stream.height, stream.width = video.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
+        stream.pix_fmt = "rgb24" if lossless else "yuv420p"
+        stream.options = {"qp": "0", "preset": "veryfast"} if lossless else {"crf": "18", "preset": "veryfast"}
         for frame in video:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
@@ -142,12 +145,26 @@ def _generate_objects(out_dir: Path, spec: SyntheticSpec) -> Path:
     return out_dir
 
 
-def generate_collection(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """Write videos/{train,val,test}/*.mp4 and {split}_{motion,speed}.csv under `out_dir`
-    ("objects" collections have class labels only, in {split}_motion.csv)."""
-    out_dir = Path(out_dir)
-    if spec.kind == "objects":
-        return _generate_objects(out_dir, spec)
+def _generate_digits(out_dir: Path, spec: SyntheticSpec) -> Path:
+    """The "digits" collection (everest.data.builtin.digits), written losslessly: generating it
+    twice gives the same decoded frames, bit for bit."""
+    from everest.data.builtin.digits import CLASSES as DIGIT_CLASSES
+    from everest.data.builtin.digits import render_digits
+
+    for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos, spec.test_videos)):
+        (out_dir / "videos" / split).mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(count):
+            video, label = render_digits(spec.seed, split, i, spec.size, spec.frames, spec.digits)
+            name = f"{split}/{split}_{i:05d}_{DIGIT_CLASSES[label]}.mp4"
+            write_video(out_dir / "videos" / name, video, spec.fps, lossless=True)
+            rows.append((name, label))
+        write_annotations(out_dir / f"{split}_motion.csv", rows)
+    return out_dir
+
+
+def _generate_motion(out_dir: Path, spec: SyntheticSpec) -> Path:
+    """The "motion" collection (this module's shapes), with motion-class and speed labels."""
     rng = np.random.default_rng(spec.seed)
     for split, count in zip(SPLITS, (spec.train_videos, spec.val_videos, spec.test_videos)):
         folder = out_dir / "videos" / split
@@ -164,6 +181,28 @@ def generate_collection(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec
     return out_dir
 
 
+def _write_probe_split(out_dir: Path, spec: SyntheticSpec) -> None:
+    """probe_{labels}.csv: the first `spec.probe_videos` train videos (every class alike, since
+    video i shows class i mod C), the labelled subset the pretraining probe trains on."""
+    for train_csv in sorted(out_dir.glob("train_*.csv")):
+        lines = train_csv.read_text().splitlines()[: spec.probe_videos]
+        (out_dir / train_csv.name.replace("train_", "probe_", 1)).write_text("".join(f"{line}\n" for line in lines))
+
+
+GENERATORS = {"motion": _generate_motion, "objects": _generate_objects, "digits": _generate_digits}
+
+
+def generate_collection(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Write videos/{train,val,test}/*.mp4, {split}_{motion,speed}.csv and probe_*.csv under
+    `out_dir` ("objects" and "digits" collections have class labels only, in {split}_motion.csv)."""
+    out_dir = Path(out_dir)
+    if spec.kind not in GENERATORS:
+        raise ValueError(f"unknown built-in collection {spec.kind!r}; choose one of {', '.join(GENERATORS)}")
+    GENERATORS[spec.kind](out_dir, spec)
+    _write_probe_split(out_dir, spec)
+    return out_dir
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -174,17 +213,19 @@ def _read_json(path: Path) -> dict | None:
 def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | None = 2,
                            lock_timeout_s: float = 1800) -> Path:
     """The prepared built-in dataset for `data_cfg` (a DataConfig: synthetic_dir,
-    synthetic_videos): a folder with train/, val/ and test/ shards. Generated and prepared
+    synthetic_videos): a folder with train/, val/ and test/ shards (and probe/, the first
+    synthetic_probe_videos train videos, when that is above 0). Generated and prepared
     on first use and reused afterwards; safe when several processes call it at once."""
     from filelock import FileLock
 
+    from everest.data.codec import StorageSettings
     from everest.data.prepare import prepare_dataset
 
     if labels not in ("motion", "speed"):
         raise ValueError(f"labels must be 'motion' or 'speed'; got {labels!r}")
     kind = getattr(data_cfg, "synthetic_kind", "motion")
-    if kind == "objects" and labels == "speed":
-        raise ValueError("data.synthetic_kind=objects has class labels only: use data.synthetic_kind=motion "
+    if kind != "motion" and labels == "speed":
+        raise ValueError(f"data.synthetic_kind={kind} has class labels only: use data.synthetic_kind=motion "
                          "for the speed regression")
     videos = int(data_cfg.synthetic_videos)
     if videos < 1:
@@ -193,7 +234,14 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
     # dozen videos moves in 8-point steps, too coarse to compare two runs. Validation picks the
     # best checkpoint; the test split, never looked at during training, is what a run reports.
     held_out = getattr(data_cfg, "synthetic_heldout", None) or min(max(4, videos), 96)
-    spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, kind=kind)
+    probe = min(int(getattr(data_cfg, "synthetic_probe_videos", 0)), videos)
+    if kind == "digits":  # Moving MNIST's 16 frames (clips take 8 at stride 2), stored losslessly
+        spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, frames=16, kind=kind,
+                             digits=int(getattr(data_cfg, "synthetic_digits", 1)), probe_videos=probe)
+    else:
+        spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, kind=kind,
+                             probe_videos=probe)
+    storage = StorageSettings(lossless=True) if kind == "digits" else None
     root = Path(data_cfg.synthetic_dir).expanduser().resolve()
     shards = root / f"shards-{labels}"
     wanted = {"spec": asdict(spec), "labels": labels}
@@ -210,8 +258,8 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
             (root / "SPEC.json").write_text(json.dumps(asdict(spec)))
         print(f"everest: preparing the built-in {labels} dataset in {shards}", flush=True)
         shutil.rmtree(shards, ignore_errors=True)
-        for split in SPLITS:
-            prepare_dataset(root / "videos", shards / split, root / f"{split}_{labels}.csv", workers=workers,
-                            overwrite=True, min_frames=spec.frames, verbose=False)
+        for split in SPLITS + (("probe",) if spec.probe_videos else ()):
+            prepare_dataset(root / "videos", shards / split, root / f"{split}_{labels}.csv", settings=storage,
+                            workers=workers, overwrite=True, min_frames=spec.frames, verbose=False)
         (shards / "READY.json").write_text(json.dumps(wanted))
     return shards
