@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
@@ -27,15 +27,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    train_optimized_dir: Optional[str] = None
-    val_optimized_dir: Optional[str] = None
-    test_optimized_dir: Optional[str] = None
+    train_optimized_dir: str | None = None
+    val_optimized_dir: str | None = None
+    test_optimized_dir: str | None = None
     cache_dir: str = "./cache"
     max_cache_size: str = "50GB"
-    subset_ratio: Optional[float] = None
+    subset_ratio: float | None = None
     normalize_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     normalize_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    cloud_type: Optional[Literal["s3_public", "s3"]] = None
+    cloud_type: Literal["s3_public", "s3"] | None = None
     # Built-in synthetic data: generated and prepared on first use when no dataset is given.
     synthetic: bool = False
     synthetic_dir: str = "./data/synthetic"
@@ -46,7 +46,7 @@ class DataConfig:
     # by the digit (10 classes). See everest/data/builtin/.
     synthetic_kind: Literal["motion", "objects", "digits"] = "motion"
     # Validation and test videos each; null: as many as synthetic_videos, between 4 and 96.
-    synthetic_heldout: Optional[int] = None
+    synthetic_heldout: int | None = None
     # Digits per "digits" video: 1, or 2 (the second, of another class, a distractor).
     synthetic_digits: int = 1
     # The first N built-in train videos (N/classes of each class) are the representation probe's
@@ -54,20 +54,20 @@ class DataConfig:
     synthetic_probe_videos: int = 100
     # A prepared, labelled dataset whose clips train the representation probe of a pretraining run
     # (kNN and linear on frozen encoder features), scored on the labelled val split.
-    probe_train_dir: Optional[str] = None
+    probe_train_dir: str | None = None
 
 
 @dataclass
 class ModelConfig:
     backbone: Literal[BACKBONE_NAMES] = "vit-b"  # the presets of everest/models/presets.py
     # Optional overrides of the backbone preset (None keeps the preset's value).
-    embed_dim: Optional[int] = None
-    depth: Optional[int] = None
-    num_heads: Optional[int] = None
-    mlp_ratio: Optional[float] = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
     decoder_depth: int = 4
-    decoder_embed_dim: Optional[int] = None
-    decoder_num_heads: Optional[int] = None
+    decoder_embed_dim: int | None = None
+    decoder_num_heads: int | None = None
     mask_type: Literal["motion-centric", "random", "tube"] = "motion-centric"
     mask_ratio: float = 0.9
     motion_centric_masking_ratio: float = 0.7
@@ -90,20 +90,20 @@ class ModelConfig:
     mcm: bool = False
     mcm_ratio: float = 0.4
     mcm_at_test: bool = True
-    pretrained_path: Optional[str] = None
+    pretrained_path: str | None = None
     layer_decay: float = 1.0
 
 
 @dataclass
 class TrainingConfig:
     batch_size: int = 16
-    val_batch_size: Optional[int] = None
+    val_batch_size: int | None = None
     num_frames: int = 16
     frames_to_sample: int = 16
     temporal_stride: int = 4
     frame_selection: Literal["uniform", "information"] = "uniform"
     max_epochs: int = 100
-    max_steps: Optional[int] = None
+    max_steps: int | None = None
     num_workers: int = 4
     pin_memory: bool = True
     gradient_clip_val: float = 0.0
@@ -125,7 +125,7 @@ class OptimizerConfig:
     lr: float = 1.5e-4
     min_lr: float = 1e-6
     weight_decay: float = 0.05
-    weight_decay_end: Optional[float] = None
+    weight_decay_end: float | None = None
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8
     warmup_steps: int = 0
@@ -140,12 +140,12 @@ class AugmentationConfig:
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
     label_smoothing: float = 0.0
-    rand_augment: Optional[str] = None
+    rand_augment: str | None = None
     reprob: float = 0.0
     crop_scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
     horizontal_flip: bool = True
     # Evaluation resizes the short side to this before cropping; null: model.input_size.
-    short_side_size: Optional[int] = None
+    short_side_size: int | None = None
     # Training crop: VideoMAE pretraining's multi-scale crop, or fine-tuning's random resized crop.
     train_crop: Literal["multi_scale", "random_resized"] = "multi_scale"
 
@@ -170,7 +170,7 @@ class CheckpointConfig:
     strict_top_k: bool = False
     monitor: str = "train_loss_epoch"
     monitor_mode: Literal["auto", "min", "max"] = "auto"
-    save_ckpt_freq: Optional[int] = None
+    save_ckpt_freq: int | None = None
     save_on_interrupt: bool = True
 
 
@@ -179,7 +179,7 @@ class LoggingConfig:
     log_dir: str = "./output/logs"
     log_freq: int = 10
     image_freq: int = 0
-    run_name: Optional[str] = None
+    run_name: str | None = None
     # Pretraining: warn once when pretext_progress is still below `pretext_warn_below` after this
     # share of the epochs (0 turns the warning off).
     pretext_warn_after: float = 0.3
@@ -248,8 +248,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise ConfigError(
-                f"{key}: {value!r} is not allowed; choose one of "
-                + ", ".join(repr(a) for a in allowed) + hint
+                f"{key}: {value!r} is not allowed; choose one of " + ", ".join(repr(a) for a in allowed) + hint
             )
         return value
     if origin is list:
@@ -477,9 +476,18 @@ def validate(cfg: Config) -> None:
     for key in ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_num_heads"):
         value = getattr(m, key)
         _check(value is None or value >= 1, f"model.{key}={value} must be >= 1 or null")
-    for key in ("batch_size", "num_frames", "frames_to_sample", "temporal_stride",
-                "accumulate_grad_batches", "max_epochs", "test_num_segment", "test_num_crop",
-                "max_consecutive_nonfinite", "val_every_n_epochs"):
+    for key in (
+        "batch_size",
+        "num_frames",
+        "frames_to_sample",
+        "temporal_stride",
+        "accumulate_grad_batches",
+        "max_epochs",
+        "test_num_segment",
+        "test_num_crop",
+        "max_consecutive_nonfinite",
+        "val_every_n_epochs",
+    ):
         _check(getattr(t, key) >= 1, f"training.{key}={getattr(t, key)} must be >= 1")
     _check(t.num_workers >= 0, f"training.num_workers={t.num_workers} must be >= 0")
     _check(t.max_steps is None or t.max_steps >= 1, f"training.max_steps={t.max_steps} must be >= 1")
@@ -534,8 +542,10 @@ def validate(cfg: Config) -> None:
     _check(lg.probe_knn_temperature > 0, f"logging.probe_knn_temperature={lg.probe_knn_temperature} must be > 0")
     _check(d.synthetic_digits in (1, 2), f"data.synthetic_digits={d.synthetic_digits} must be 1 or 2")
     _check(d.synthetic_probe_videos >= 0, f"data.synthetic_probe_videos={d.synthetic_probe_videos} must be >= 0")
-    _check(0 <= cfg.logging.pretext_warn_after <= 1,
-           f"logging.pretext_warn_after={cfg.logging.pretext_warn_after} must lie in [0, 1] (a share of the epochs)")
+    _check(
+        0 <= cfg.logging.pretext_warn_after <= 1,
+        f"logging.pretext_warn_after={cfg.logging.pretext_warn_after} must lie in [0, 1] (a share of the epochs)",
+    )
 
 
 # ------------------------------------------------------------------------------- reference
@@ -548,7 +558,9 @@ def _default_text(f: dataclasses.Field) -> str:
         value = f.default_factory()
     else:
         return ""
-    return "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return (
+        "null" if value is None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    )
 
 
 def config_reference_markdown() -> str:

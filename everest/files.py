@@ -4,8 +4,9 @@ checkpoint's architecture beside DeepSpeed's own files (standard library only)."
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 META_FILE = "everest_meta.json"
 

@@ -37,7 +37,10 @@ def regression_sums(outputs: Tensor, targets: Tensor) -> dict[str, float]:
 
 def classification_metrics(sums: dict[str, float], prefix: str) -> dict[str, float]:
     n = max(sums.get("n", 0.0), 1.0)
-    return {f"{prefix}acc1": 100.0 * sums.get("correct1", 0.0) / n, f"{prefix}acc5": 100.0 * sums.get("correct5", 0.0) / n}
+    return {
+        f"{prefix}acc1": 100.0 * sums.get("correct1", 0.0) / n,
+        f"{prefix}acc5": 100.0 * sums.get("correct5", 0.0) / n,
+    }
 
 
 def regression_metrics(sums: dict[str, float], prefix: str) -> dict[str, float]:

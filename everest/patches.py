@@ -19,8 +19,17 @@ def patchify(video: Tensor, tubelet: int, patch: int) -> Tensor:
 def unpatchify(patches: Tensor, grid: tuple[int, int, int], tubelet: int, patch: int, channels: int = 3) -> Tensor:
     """[B, N, tubelet*patch*patch*C] -> [B, C, F, H, W] (inverse of patchify, flattened)."""
     t, h, w = grid
-    return rearrange(patches, "b (t h w) (p0 p1 p2 c) -> b c (t p0) (h p1) (w p2)",
-                     t=t, h=h, w=w, p0=tubelet, p1=patch, p2=patch, c=channels)
+    return rearrange(
+        patches,
+        "b (t h w) (p0 p1 p2 c) -> b c (t p0) (h p1) (w p2)",
+        t=t,
+        h=h,
+        w=w,
+        p0=tubelet,
+        p1=patch,
+        p2=patch,
+        c=channels,
+    )
 
 
 def normalize_patches(patches: Tensor, eps: float = 1e-6) -> Tensor:
@@ -42,16 +51,27 @@ def gather_patches(video: Tensor, index: Tensor, tubelet: int, patch: int) -> Te
     tubelets (the clip is only viewed, never patchified whole)."""
     b, c, f, h, w = video.shape
     rows, cols = h // patch, w // patch
-    view = (video.unflatten(2, (f // tubelet, tubelet)).unflatten(4, (rows, patch)).unflatten(6, (cols, patch))
-            .permute(0, 2, 4, 6, 3, 5, 7, 1))  # [B, T, rows, cols, p0, p1, p2, C], a view
+    view = (
+        video.unflatten(2, (f // tubelet, tubelet))
+        .unflatten(4, (rows, patch))
+        .unflatten(6, (cols, patch))
+        .permute(0, 2, 4, 6, 3, 5, 7, 1)
+    )  # [B, T, rows, cols, p0, p1, p2, C], a view
     index = index.long()
     batch = torch.arange(b, device=index.device)[:, None]
     picked = view[batch, index // (rows * cols), (index // cols) % rows, index % cols]
     return picked.reshape(b, index.shape[1], tubelet * patch * patch, c)
 
 
-def pixel_targets(video: Tensor, index: Tensor, tubelet: int, patch: int, normalize: bool,
-                  mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+def pixel_targets(
+    video: Tensor,
+    index: Tensor,
+    tubelet: int,
+    patch: int,
+    normalize: bool,
+    mean: Tensor | None = None,
+    std: Tensor | None = None,
+) -> Tensor:
     """Target values [B, K, P*C] (float32) of the tokens at `index` [B, K]. `video` is in
     [0, 1], or channel-normalised when `mean`/`std` are given: then only the gathered tubelets
     are mapped back to [0, 1] (the same values as denormalize_video over the whole clip)."""
@@ -69,8 +89,9 @@ def denormalize_video(video: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return video * std.view(shape).to(video) + mean.view(shape).to(video)
 
 
-def predictions_to_pixels(pred: Tensor, video01: Tensor, index: Tensor, tubelet: int, patch: int,
-                          normalized: bool, eps: float = 1e-6) -> Tensor:
+def predictions_to_pixels(
+    pred: Tensor, video01: Tensor, index: Tensor, tubelet: int, patch: int, normalized: bool, eps: float = 1e-6
+) -> Tensor:
     """Map predicted patches [B, K, P*C] back to [0, 1] pixels; normalised predictions take the
     true patch's mean/std (what a reconstruction picture shows)."""
     truth = gather_patches(video01, index, tubelet, patch).float()
@@ -90,4 +111,3 @@ def reconstruct_video(video01: Tensor, pred_pixels: Tensor, index: Tensor, tubel
     patches = patchify(video01.float(), tubelet, patch).flatten(2)
     patches = patches.scatter(1, index[..., None].expand(-1, -1, patches.shape[-1]), pred_pixels.float())
     return unpatchify(patches, grid, tubelet, patch, c)
-

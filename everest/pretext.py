@@ -35,8 +35,7 @@ def _clip_constant(visible_patches: Tensor, num_targets: int) -> Tensor:
     return mean.expand(b, num_targets, p, c)
 
 
-def _nearest_visible_copy(patches: Tensor, visible: Tensor, target: Tensor, positions: int,
-                          fallback: Tensor) -> Tensor:
+def _nearest_visible_copy(patches: Tensor, visible: Tensor, target: Tensor, positions: int, fallback: Tensor) -> Tensor:
     """For each target token, the patch of the visible token at the same spatial position in the
     nearest slot (the earlier one on a tie); `fallback` [B, M, P, C] where no slot shows it."""
     b, n, p, c = patches.shape
@@ -57,8 +56,16 @@ def _nearest_visible_copy(patches: Tensor, visible: Tensor, target: Tensor, posi
     return torch.where(torch.isfinite(best_dist)[..., None, None], copied, fallback)
 
 
-def trivial_losses(video01: Tensor, target_values: Tensor, visible: Tensor, target: Tensor, tubelet: int,
-                   patch: int, positions: int, normalized: bool) -> dict[str, Tensor]:
+def trivial_losses(
+    video01: Tensor,
+    target_values: Tensor,
+    visible: Tensor,
+    target: Tensor,
+    tubelet: int,
+    patch: int,
+    positions: int,
+    normalized: bool,
+) -> dict[str, Tensor]:
     """Per-clip losses [B] of the trivial predictors on the targets the model is scored on.
 
     video01 [B, C, F, H, W] in [0, 1]; target_values [B, M, P*C] the loss's targets; visible [B, V]
@@ -113,9 +120,11 @@ class ProgressWatch:
         if progress >= self.threshold:
             return False
         self.warned = True
-        self.log(f"WARNING: pretext_progress is {progress:.3f} after {epoch + 1} of {self.total_epochs} epochs: "
-                 "the model still predicts no better than a trivial predictor (a flat mean), so the encoder is "
-                 "not learning useful features. Try a lower optimizer.lr, more data or more epochs "
-                 "(training.max_epochs), or a lower masking ratio (model.mask_ratio / "
-                 "model.motion_centric_masking_ratio).")
+        self.log(
+            f"WARNING: pretext_progress is {progress:.3f} after {epoch + 1} of {self.total_epochs} epochs: "
+            "the model still predicts no better than a trivial predictor (a flat mean), so the encoder is "
+            "not learning useful features. Try a lower optimizer.lr, more data or more epochs "
+            "(training.max_epochs), or a lower masking ratio (model.mask_ratio / "
+            "model.motion_centric_masking_ratio)."
+        )
         return True

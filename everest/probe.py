@@ -31,8 +31,9 @@ def _check(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tenso
         raise ValueError("the probe needs at least one train and one held-out clip")
 
 
-def knn_predict(train: Tensor, train_labels: Tensor, test: Tensor, num_classes: int, k: int = 20,
-                temperature: float = 0.07) -> Tensor:
+def knn_predict(
+    train: Tensor, train_labels: Tensor, test: Tensor, num_classes: int, k: int = 20, temperature: float = 0.07
+) -> Tensor:
     """Class predictions [M] of the temperature-weighted cosine kNN vote."""
     train_unit = torch.nn.functional.normalize(train.double(), dim=1)
     test_unit = torch.nn.functional.normalize(test.double(), dim=1)
@@ -43,8 +44,15 @@ def knn_predict(train: Tensor, train_labels: Tensor, test: Tensor, num_classes: 
     return votes.argmax(dim=1)
 
 
-def knn_accuracy(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int,
-                 k: int = 20, temperature: float = 0.07) -> float:
+def knn_accuracy(
+    train: Tensor,
+    train_labels: Tensor,
+    test: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+) -> float:
     """Top-1 accuracy (%) of the weighted kNN vote on the held-out clips."""
     _check(train, train_labels, test, test_labels)
     predicted = knn_predict(train, train_labels, test, num_classes, k, temperature)
@@ -73,8 +81,13 @@ def _indicators(labels: Tensor, num_classes: int) -> Tensor:
     return y
 
 
-def fit_ridge(train: Tensor, train_labels: Tensor, num_classes: int, alpha: float | None = None,
-              alphas: tuple[float, ...] = RIDGE_ALPHAS) -> RidgeProbe:
+def fit_ridge(
+    train: Tensor,
+    train_labels: Tensor,
+    num_classes: int,
+    alpha: float | None = None,
+    alphas: tuple[float, ...] = RIDGE_ALPHAS,
+) -> RidgeProbe:
     """Ridge on standardised features; `alpha` None chooses it from `alphas` (times the feature
     count) by the exact leave-one-out error on the train clips (ties to the larger penalty)."""
     x = train.double()
@@ -105,8 +118,9 @@ def fit_ridge(train: Tensor, train_labels: Tensor, num_classes: int, alpha: floa
     return RidgeProbe(mean, scale, weight, bias, alpha / z.shape[1])
 
 
-def linear_probe_accuracy(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor,
-                          num_classes: int) -> float:
+def linear_probe_accuracy(
+    train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int
+) -> float:
     """Top-1 accuracy (%) of the ridge probe (penalty chosen on the train clips) on the held-out clips."""
     _check(train, train_labels, test, test_labels)
     probe = fit_ridge(train, train_labels, num_classes)

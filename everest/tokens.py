@@ -22,7 +22,6 @@ every kernel backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from einops import rearrange
@@ -39,8 +38,8 @@ class Selection:
     reconstructed (None in fine-tuning); `scores` [B, N] float32 when motion was scored."""
 
     visible: Tensor
-    target: Optional[Tensor] = None
-    scores: Optional[Tensor] = None
+    target: Tensor | None = None
+    scores: Tensor | None = None
 
 
 def kept_count(num_tokens: int, drop_ratio: float) -> int:
@@ -48,8 +47,9 @@ def kept_count(num_tokens: int, drop_ratio: float) -> int:
     return int((1 - drop_ratio) * num_tokens)
 
 
-def _uniform(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None,
-             noise: Tensor | None = None) -> Tensor:
+def _uniform(
+    shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None, noise: Tensor | None = None
+) -> Tensor:
     """Uniform draws made on the generator's device (so CPU and GPU runs agree), then moved.
     Given `noise` (uniform keys [B, >= shape[1]], e.g. drawn per sample so that a clip's masks
     do not depend on its batch), its leading columns are used instead."""
@@ -67,7 +67,10 @@ def motion_scores(emb: Tensor) -> Tensor:
 
 
 def motion_centric(
-    scores: Tensor, rho: float, mask_ratio: float, generator: torch.Generator | None = None,
+    scores: Tensor,
+    rho: float,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
     noise: Tensor | None = None,
 ) -> Selection:
     """EVEREST pretraining selection from scores [B, N]: top int((1-rho)*N) kept, a random
@@ -94,8 +97,12 @@ def mcm(scores: Tensor, mcm_ratio: float) -> Selection:
 
 
 def random_masking(
-    batch: int, num_tokens: int, mask_ratio: float, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu", noise: Tensor | None = None,
+    batch: int,
+    num_tokens: int,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    noise: Tensor | None = None,
 ) -> Selection:
     """VideoMAE random masking: int(mask_ratio * N) tokens of each clip masked (the targets)."""
     visible = num_tokens - int(mask_ratio * num_tokens)
@@ -108,8 +115,12 @@ def random_masking(
 
 
 def tube_masking(
-    batch: int, grid: Grid, mask_ratio: float, generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu", noise: Tensor | None = None,
+    batch: int,
+    grid: Grid,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    noise: Tensor | None = None,
 ) -> Selection:
     """VideoMAE tube masking: per clip one spatial mask of int(mask_ratio * L) positions,
     repeated over all T slots; the masked tokens are the targets."""
@@ -133,8 +144,13 @@ def _slot_view(tokens: Tensor, grid: Grid) -> Tensor:
 
 
 def select_for_pretraining(
-    tokens: Tensor, grid: Grid, mask_type: str, mask_ratio: float, rho: float,
-    generator: torch.Generator | None = None, noise: Tensor | None = None,
+    tokens: Tensor,
+    grid: Grid,
+    mask_type: str,
+    mask_ratio: float,
+    rho: float,
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Selection:
     """Selection for one pretraining step from the (detached) patch tokens [B, N, D].
     mask_type: 'motion-centric' | 'random' | 'tube'. `noise` [B, N] uniform keys replace the

@@ -27,8 +27,12 @@ TARGET_TINT = torch.tensor([1.0, 0.15, 0.15])
 SEPARATOR = 2
 # Margins of a labelled picture (pixels): row titles on the left, frame numbers on top, legend below.
 LEFT_MARGIN, TOP_MARGIN, LEGEND_HEIGHT = 100, 16, 22
-ROW_TITLES = {"original": "original", "masked": "masked input", "reconstruction": "reconstruction",
-              "heatmap": "motion score"}
+ROW_TITLES = {
+    "original": "original",
+    "masked": "masked input",
+    "reconstruction": "reconstruction",
+    "heatmap": "motion score",
+}
 
 
 def token_map(values: Tensor, spec: VideoViTSpec) -> Tensor:
@@ -66,8 +70,9 @@ def _heatmap(scores: Tensor, spec: VideoViTSpec) -> Tensor:
     return _colormap(token_map(s, spec))
 
 
-def selection_rows(video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec,
-                   scores: Tensor | None = None) -> list[Tensor]:
+def selection_rows(
+    video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec, scores: Tensor | None = None
+) -> list[Tensor]:
     """Original, masked and (with scores) heatmap panels as [3, F, H, W] tensors in [0, 1]."""
     video01 = video01.float().cpu()
     roles = _role_map(visible, target, spec)
@@ -77,8 +82,15 @@ def selection_rows(video01: Tensor, visible: Tensor, target: Tensor, spec: Video
     return [video01, masked] + ([_heatmap(scores, spec)] if scores is not None else [])
 
 
-def reconstruction_rows(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
-                        normalized: bool, scores: Tensor | None = None) -> list[Tensor]:
+def reconstruction_rows(
+    video01: Tensor,
+    visible: Tensor,
+    target: Tensor,
+    pred: Tensor,
+    spec: VideoViTSpec,
+    normalized: bool,
+    scores: Tensor | None = None,
+) -> list[Tensor]:
     """The panels of one clip as [3, F, H, W] tensors in [0, 1]."""
     rows = selection_rows(video01, visible, target, spec, scores)
     batch_video = rows[0][None]
@@ -98,15 +110,18 @@ def grid_image(rows: list[Tensor], frames: list[int]) -> np.ndarray:
     for r, row in enumerate(rows):
         for c, f in enumerate(frames):
             y, x = r * (h + SEPARATOR), c * (w + SEPARATOR)
-            canvas[:, y:y + h, x:x + w] = row[:, f]
+            canvas[:, y : y + h, x : x + w] = row[:, f]
     return (canvas.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
 def _legend_swatches() -> list[tuple[tuple[int, ...], str]]:
     grey = 0.6
     tinted = tuple(int(255 * (0.5 * grey + 0.5 * c)) for c in TARGET_TINT.tolist())
-    return [((int(255 * grey),) * 3, "visible: encoder input"), (tinted, "target: reconstructed"),
-            ((int(255 * DROPPED_LEVEL),) * 3, "dropped: never enters the model")]
+    return [
+        ((int(255 * grey),) * 3, "visible: encoder input"),
+        (tinted, "target: reconstructed"),
+        ((int(255 * DROPPED_LEVEL),) * 3, "dropped: never enters the model"),
+    ]
 
 
 def annotate(grid: np.ndarray, titles: list[str], frames: list[int], heatmap: bool) -> np.ndarray:
@@ -120,8 +135,11 @@ def annotate(grid: np.ndarray, titles: list[str], frames: list[int], heatmap: bo
     panel_h = (h - (len(titles) - 1) * SEPARATOR) // len(titles)
     panel_w = (w - (len(frames) - 1) * SEPARATOR) // len(frames)
     items = _legend_swatches()
-    legend_width = 8 + sum(29 + int(font.getlength(text)) for _, text in items) + (
-        int(font.getlength("motion score: low")) + 90 if heatmap else 0)
+    legend_width = (
+        8
+        + sum(29 + int(font.getlength(text)) for _, text in items)
+        + (int(font.getlength("motion score: low")) + 90 if heatmap else 0)
+    )
     canvas = Image.new("RGB", (max(LEFT_MARGIN + w, legend_width), TOP_MARGIN + h + LEGEND_HEIGHT), "white")
     canvas.paste(Image.fromarray(grid), (LEFT_MARGIN, TOP_MARGIN))
     draw = ImageDraw.Draw(canvas)
@@ -144,14 +162,25 @@ def annotate(grid: np.ndarray, titles: list[str], frames: list[int], heatmap: bo
 
 
 def _titles(with_reconstruction: bool, with_heatmap: bool) -> list[str]:
-    keys = ["original", "masked"] + (["reconstruction"] if with_reconstruction else []) + (
-        ["heatmap"] if with_heatmap else [])
+    keys = (
+        ["original", "masked"]
+        + (["reconstruction"] if with_reconstruction else [])
+        + (["heatmap"] if with_heatmap else [])
+    )
     return [ROW_TITLES[k] for k in keys]
 
 
-def reconstruction_grid(video01: Tensor, visible: Tensor, target: Tensor, pred: Tensor, spec: VideoViTSpec,
-                        normalized: bool, scores: Tensor | None = None, frames_to_show: int = 8,
-                        labelled: bool = True) -> np.ndarray:
+def reconstruction_grid(
+    video01: Tensor,
+    visible: Tensor,
+    target: Tensor,
+    pred: Tensor,
+    spec: VideoViTSpec,
+    normalized: bool,
+    scores: Tensor | None = None,
+    frames_to_show: int = 8,
+    labelled: bool = True,
+) -> np.ndarray:
     """One clip's grid as a uint8 HxWx3 array (see the module docstring for the rows)."""
     rows = reconstruction_rows(video01, visible, target, pred, spec, normalized, scores)
     frames = frame_indices(video01.shape[1], frames_to_show)
@@ -159,8 +188,15 @@ def reconstruction_grid(video01: Tensor, visible: Tensor, target: Tensor, pred: 
     return annotate(grid, _titles(True, scores is not None), frames, scores is not None) if labelled else grid
 
 
-def selection_grid(video01: Tensor, visible: Tensor, target: Tensor, spec: VideoViTSpec,
-                   scores: Tensor | None = None, frames_to_show: int = 8, labelled: bool = True) -> np.ndarray:
+def selection_grid(
+    video01: Tensor,
+    visible: Tensor,
+    target: Tensor,
+    spec: VideoViTSpec,
+    scores: Tensor | None = None,
+    frames_to_show: int = 8,
+    labelled: bool = True,
+) -> np.ndarray:
     """Like `reconstruction_grid` without predictions: original, masked and heatmap rows."""
     rows = selection_rows(video01, visible, target, spec, scores)
     frames = frame_indices(video01.shape[1], frames_to_show)
@@ -168,8 +204,14 @@ def selection_grid(video01: Tensor, visible: Tensor, target: Tensor, spec: Video
     return annotate(grid, _titles(False, scores is not None), frames, scores is not None) if labelled else grid
 
 
-def clip_picture(video01: Tensor, selection: Selection, spec: VideoViTSpec, pred: Tensor | None = None,
-                 normalized: bool = True, frames_to_show: int = 8) -> np.ndarray:
+def clip_picture(
+    video01: Tensor,
+    selection: Selection,
+    spec: VideoViTSpec,
+    pred: Tensor | None = None,
+    normalized: bool = True,
+    frames_to_show: int = 8,
+) -> np.ndarray:
     """The labelled picture of the first clip of a batch (video01 [B, C, F, H, W] in [0, 1]): its
     token selection, the reconstruction row when `pred` [B, M, P] is given, and the motion-score
     heatmap when the selection carries scores. Training and the visualiser both draw with it."""

@@ -86,6 +86,7 @@ class Row:
 
 # -------------------------------------------------------------------- the published code path
 
+
 def reference_scores(tokens: Tensor, shape: Shape) -> Tensor:
     x = tokens.detach().clone().reshape(shape.batch, shape.slots, shape.positions, shape.dim)
     distance = torch.norm(x[:, :-1] - x[:, 1:], p=2, dim=3)
@@ -101,7 +102,7 @@ def reference_masks(importance: Tensor, shape: Shape) -> tuple[Tensor, Tensor]:
     input_mask = torch.ones(shape.batch, shape.tokens, device=importance.device)
     input_mask[:, : shape.visible] = 0
     target_mask = torch.ones(shape.batch, shape.tokens, device=importance.device)
-    target_mask[:, shape.visible: shape.kept] = 0
+    target_mask[:, shape.visible : shape.kept] = 0
     input_mask = torch.gather(input_mask, 1, ids_restore).bool()
     target_mask = torch.gather(target_mask, 1, ids_restore).bool()
     return input_mask, target_mask
@@ -114,12 +115,14 @@ def reference_gather(tokens: Tensor, pos: Tensor, input_mask: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------------ measurement
 
+
 def median_ms(fns: dict[str, Callable[[], object]], cuda: bool, repeats: int) -> dict[str, float]:
     """Median milliseconds of each function, the functions taking turns (round after round on
     CPU, so a busy machine slows them alike); on CUDA each turn is one triton do_bench median."""
     if cuda:
-        timings = interleaved(fns, 1, 0, timer=lambda fn: triton.testing.do_bench(
-            fn, warmup=25, rep=100, return_mode="median") / 1e3)
+        timings = interleaved(
+            fns, 1, 0, timer=lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
+        )
     else:
         timings = interleaved(fns, repeats, 1)
     return {name: 1e3 * seconds for name, seconds in timings.medians().items()}
@@ -165,8 +168,12 @@ def op_bytes(op: str, shape: Shape) -> int:
     motion_bytes = b * n * d * elem + b * n * 4
     select_bytes = 2 * b * n * 4 + b * shape.kept * 8
     gather_bytes = b * shape.visible * (2 * d * elem + d * 4 + 8)
-    return {"motion_score": motion_bytes, "topk_select": select_bytes, "gather_tokens": gather_bytes,
-            "selection": motion_bytes + select_bytes + gather_bytes}[op]
+    return {
+        "motion_score": motion_bytes,
+        "topk_select": select_bytes,
+        "gather_tokens": gather_bytes,
+        "selection": motion_bytes + select_bytes + gather_bytes,
+    }[op]
 
 
 def implementations(op: str, shape: Shape, x: Inputs) -> dict[str, Callable[[], object]]:
@@ -179,6 +186,7 @@ def implementations(op: str, shape: Shape, x: Inputs) -> dict[str, Callable[[], 
             noise = torch.rand(scores.shape, device=scores.device)
             visible, _ = select_fn(scores, k, v, noise)
             return gather_fn(x.tokens, visible, x.pos)
+
         return run
 
     def reference_path():
@@ -221,12 +229,14 @@ def bench_op(op: str, shape: Shape, x: Inputs, ceiling: float, cuda: bool, repea
     for impl, ms in times.items():
         gbps = nbytes / ms / 1e6
         graph = graph_ms(fns[impl]) if cuda and impl != "reference" else None
-        rows.append(Row(op, impl, ms, gbps, 100 * gbps / ceiling, times["torch twin"] / ms,
-                        times["reference"] / ms, graph))
+        rows.append(
+            Row(op, impl, ms, gbps, 100 * gbps / ceiling, times["torch twin"] / ms, times["reference"] / ms, graph)
+        )
     return rows
 
 
 # ---------------------------------------------------------------------------- correctness
+
 
 def check(shape: Shape, device: torch.device) -> list[str]:
     """Compare every Triton kernel with its torch twin on `shape`; returns the failures."""
@@ -244,8 +254,9 @@ def check(shape: Shape, device: torch.device) -> list[str]:
     if not (torch.equal(out, twin) if exact else torch.allclose(out, twin, rtol=2**-7, atol=0)):
         failures.append("gather_tokens")
     zeros = torch.zeros_like(x.tokens)
-    if not torch.equal(gather.scatter_triton(out, x.visible, zeros.clone()),
-                       gather.scatter_torch(out, x.visible, zeros)):
+    if not torch.equal(
+        gather.scatter_triton(out, x.visible, zeros.clone()), gather.scatter_torch(out, x.visible, zeros)
+    ):
         failures.append("scatter_tokens")
     return failures
 
@@ -260,11 +271,22 @@ def check_interpreted(shape: Shape) -> str:
 
 
 def shape_args(shape: Shape) -> list[str]:
-    return ["--batch", str(shape.batch), "--frames", str(shape.frames), "--size", str(shape.size),
-            "--dim", str(shape.dim), "--dtype", shape.dtype]
+    return [
+        "--batch",
+        str(shape.batch),
+        "--frames",
+        str(shape.frames),
+        "--size",
+        str(shape.size),
+        "--dim",
+        str(shape.dim),
+        "--dtype",
+        shape.dtype,
+    ]
 
 
 # ----------------------------------------------------------------------------------- output
+
 
 def table(rows: list[Row]) -> str:
     def ratio(value: float | None) -> str:
@@ -273,9 +295,19 @@ def table(rows: list[Row]) -> str:
     graphs = any(r.graph_ms is not None for r in rows)
     header = ["op", "impl", "median ms", "GB/s", "% of copy", "vs twin", "vs reference"]
     header += ["graph ms"] if graphs else []
-    cells = [[r.op, r.impl, f"{r.median_ms:.4f}", f"{r.gbps:.1f}", f"{r.pct_of_copy:.1f}", ratio(r.vs_twin),
-              ratio(r.vs_reference)] + (["-" if r.graph_ms is None else f"{r.graph_ms:.4f}"] if graphs else [])
-             for r in rows]
+    cells = [
+        [
+            r.op,
+            r.impl,
+            f"{r.median_ms:.4f}",
+            f"{r.gbps:.1f}",
+            f"{r.pct_of_copy:.1f}",
+            ratio(r.vs_twin),
+            ratio(r.vs_reference),
+        ]
+        + (["-" if r.graph_ms is None else f"{r.graph_ms:.4f}"] if graphs else [])
+        for r in rows
+    ]
     return markdown_table(header, cells, "ll" + "r" * (len(header) - 2))
 
 
@@ -294,16 +326,23 @@ def main(argv: list[str] | None = None) -> None:
 
     shape = Shape(args.batch, args.frames, args.size, args.dim, args.dtype)
     repeats = args.repeats
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
     cuda = device.type == "cuda"
     if args.what == "check":
         failures = check(shape, device)
         print("kernels match their twins" if not failures else "MISMATCH: " + ", ".join(failures))
         sys.exit(1 if failures else 0)
     print(f"device: {describe_device(device)}; torch {torch.__version__}, triton {triton.__version__}")
-    print(f"shape: batch {shape.batch}, {shape.frames} frames, {shape.size}px, D={shape.dim}, "
-          f"{shape.dtype}: N={shape.tokens}, K={shape.kept}, V={shape.visible}")
+    print(
+        f"shape: batch {shape.batch}, {shape.frames} frames, {shape.size}px, D={shape.dim}, "
+        f"{shape.dtype}: N={shape.tokens}, K={shape.kept}, V={shape.visible}"
+    )
     if cuda:
         failures = check(shape, device)
         verdict = "kernels match their twins" if not failures else "MISMATCH: " + ", ".join(failures)
@@ -319,8 +358,17 @@ def main(argv: list[str] | None = None) -> None:
         rows += bench_op(op, shape, x, ceiling, cuda, repeats)
     print(table(rows))
     if args.json:
-        write_json(args.json, {**environment(device), "triton": triton.__version__, "shape": asdict(shape),
-                               "copy_gbps": ceiling, "check": verdict, "rows": [asdict(r) for r in rows]})
+        write_json(
+            args.json,
+            {
+                **environment(device),
+                "triton": triton.__version__,
+                "shape": asdict(shape),
+                "copy_gbps": ceiling,
+                "check": verdict,
+                "rows": [asdict(r) for r in rows],
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -41,9 +41,20 @@ def _tile(index_ptr, K, D, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
 
 @triton.jit
 def _gather_kernel(
-    src_ptr, index_ptr, pos_ptr, out_ptr, K, D,
-    stride_sb, stride_sn, stride_sd, stride_pn, stride_pd,
-    HAS_POS: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    src_ptr,
+    index_ptr,
+    pos_ptr,
+    out_ptr,
+    K,
+    D,
+    stride_sb,
+    stride_sn,
+    stride_sd,
+    stride_pn,
+    stride_pd,
+    HAS_POS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     b, offs_k, rows, cols, ok = _tile(index_ptr, K, D, BLOCK_K, BLOCK_D)
     values = tl.load(src_ptr + b * stride_sb + rows[:, None] * stride_sn + cols * stride_sd, mask=ok)
@@ -56,9 +67,19 @@ def _gather_kernel(
 
 @triton.jit
 def _scatter_kernel(
-    src_ptr, index_ptr, out_ptr, K, D,
-    stride_sb, stride_sk, stride_sd, stride_ob, stride_on, stride_od,
-    BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+    src_ptr,
+    index_ptr,
+    out_ptr,
+    K,
+    D,
+    stride_sb,
+    stride_sk,
+    stride_sd,
+    stride_ob,
+    stride_on,
+    stride_od,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     b, offs_k, rows, cols, ok = _tile(index_ptr, K, D, BLOCK_K, BLOCK_D)
     values = tl.load(src_ptr + b * stride_sb + offs_k[:, None] * stride_sk + cols * stride_sd, mask=ok)
@@ -79,8 +100,17 @@ def gather_triton(tokens: Tensor, index: Tensor, pos: Tensor | None) -> Tensor:
         return out
     pos_args = (pos, *pos.stride()) if pos is not None else (tokens, 0, 0)
     _gather_kernel[_grid(batch, count, width)](
-        tokens, index, pos_args[0], out, count, width, *tokens.stride(), *pos_args[1:],
-        HAS_POS=pos is not None, BLOCK_K=BLOCK_K, BLOCK_D=BLOCK_D,
+        tokens,
+        index,
+        pos_args[0],
+        out,
+        count,
+        width,
+        *tokens.stride(),
+        *pos_args[1:],
+        HAS_POS=pos is not None,
+        BLOCK_K=BLOCK_K,
+        BLOCK_D=BLOCK_D,
     )
     return out
 
@@ -92,7 +122,15 @@ def scatter_triton(src: Tensor, index: Tensor, out: Tensor) -> Tensor:
     if src.numel() == 0:
         return out
     _scatter_kernel[_grid(batch, count, width)](
-        src, index, out, count, width, *src.stride(), *out.stride(), BLOCK_K=BLOCK_K, BLOCK_D=BLOCK_D,
+        src,
+        index,
+        out,
+        count,
+        width,
+        *src.stride(),
+        *out.stride(),
+        BLOCK_K=BLOCK_K,
+        BLOCK_D=BLOCK_D,
     )
     return out
 

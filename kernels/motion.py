@@ -20,12 +20,19 @@ def _blocks(stride_d: int) -> tuple[int, int, int]:
     return (16, 256, 8) if stride_d == 1 else (32, 128, 4)
 
 
-
 @triton.jit
 def _motion_score_kernel(
-    emb_ptr, out_ptr, T, L, D,
-    stride_b, stride_t, stride_l, stride_d,
-    BLOCK_L: tl.constexpr, BLOCK_D: tl.constexpr,
+    emb_ptr,
+    out_ptr,
+    T,
+    L,
+    D,
+    stride_b,
+    stride_t,
+    stride_l,
+    stride_d,
+    BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     # One program scores BLOCK_L positions of one slot t >= 1; slot t-1 is read by this program
     # and by its neighbour (scheduled next to it), so the second read is served from L2.
@@ -60,7 +67,15 @@ def motion_score_triton(emb: Tensor) -> Tensor:
     block_l, block_d, warps = _blocks(emb.stride(3))
     grid = (triton.cdiv(positions, block_l), slots - 1, batch)
     _motion_score_kernel[grid](
-        emb, out, slots, positions, width, *emb.stride(), BLOCK_L=block_l, BLOCK_D=block_d, num_warps=warps,
+        emb,
+        out,
+        slots,
+        positions,
+        width,
+        *emb.stride(),
+        BLOCK_L=block_l,
+        BLOCK_D=block_d,
+        num_warps=warps,
     )
     return out
 
@@ -86,7 +101,7 @@ def motion_score_torch(emb: Tensor, chunk: int = 64) -> Tensor:
     diff = _scratch_like(first[:, 1:], torch.float32)
     squares = out[:, 1:]
     for start in range(0, width, chunk):
-        part = emb[..., start: start + chunk]
+        part = emb[..., start : start + chunk]
         used = part.shape[-1]
         if upcast is not None:
             part = upcast[..., :used].copy_(part)

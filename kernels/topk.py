@@ -59,8 +59,15 @@ def _store_compact(out_ptr, chosen, offs):
 
 @triton.jit
 def _topk_select_kernel(
-    scores_ptr, noise_ptr, visible_ptr, target_ptr, N, num_kept, num_visible,
-    SPLIT: tl.constexpr, BLOCK_N: tl.constexpr,
+    scores_ptr,
+    noise_ptr,
+    visible_ptr,
+    target_ptr,
+    N,
+    num_kept,
+    num_visible,
+    SPLIT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_N)
@@ -101,8 +108,16 @@ def topk_select_triton(
     block = triton.next_power_of_2(tokens)
     warps = 4 if block <= 2048 else 8 if block <= 8192 else 16
     _topk_select_kernel[(batch,)](
-        scores, noise, visible, target, tokens, num_kept, num_visible,
-        SPLIT=split, BLOCK_N=block, num_warps=warps,
+        scores,
+        noise,
+        visible,
+        target,
+        tokens,
+        num_kept,
+        num_visible,
+        SPLIT=split,
+        BLOCK_N=block,
+        num_warps=warps,
     )
     return visible, target if split else None
 

@@ -27,11 +27,23 @@ from everest.cli.common import exit_on_user_error, run_status  # noqa: E402
 from everest.config import load_config  # noqa: E402
 
 TINY = [
-    "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.decoder_embed_dim=16",
-    "model.decoder_depth=1", "model.decoder_num_heads=2", "model.input_size=32", "model.patch_size=8",
-    "training.num_frames=4", "training.frames_to_sample=4", "model.mask_ratio=0.75",
-    "model.motion_centric_masking_ratio=0.5", "training.max_epochs=3", "optimizer.lr=1e-3",
-    "optimizer.warmup_steps=2", "logging.log_freq=1", "logging.image_freq=0",
+    "model.embed_dim=32",
+    "model.depth=2",
+    "model.num_heads=2",
+    "model.decoder_embed_dim=16",
+    "model.decoder_depth=1",
+    "model.decoder_num_heads=2",
+    "model.input_size=32",
+    "model.patch_size=8",
+    "training.num_frames=4",
+    "training.frames_to_sample=4",
+    "model.mask_ratio=0.75",
+    "model.motion_centric_masking_ratio=0.5",
+    "training.max_epochs=3",
+    "optimizer.lr=1e-3",
+    "optimizer.warmup_steps=2",
+    "logging.log_freq=1",
+    "logging.image_freq=0",
 ]
 
 
@@ -43,7 +55,7 @@ def make_clips(count: int, frames: int, size: int, seed: int = 0) -> torch.Tenso
         x0, y0 = torch.randint(0, size // 2, (2,), generator=g).tolist()
         for f in range(frames):
             x = (x0 + 3 * f) % (size - 8)
-            clips[i, f, y0:y0 + 8, x:x + 8] = 255
+            clips[i, f, y0 : y0 + 8, x : x + 8] = 255
     return clips.to(torch.uint8)
 
 
@@ -62,9 +74,9 @@ class InterleavedLoader:
 
     def __iter__(self):
         order = torch.randperm(len(self.clips), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        mine = order[self.rank::self.world]
+        mine = order[self.rank :: self.world]
         for i in range(len(self)):
-            index = mine[i * self.batch:(i + 1) * self.batch]
+            index = mine[i * self.batch : (i + 1) * self.batch]
             yield {"video": self.clips[index], "index": index}
 
 
@@ -130,10 +142,15 @@ def main() -> int:
     parser.add_argument("--resume", default=None)
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--kill-at-save", type=int, default=0,
-                        help="SIGKILL this process right after DeepSpeed writes its N-th checkpoint")
-    parser.add_argument("--fail-save", type=int, default=0,
-                        help="make the N-th checkpoint save hit 'No space left on device' half-way")
+    parser.add_argument(
+        "--kill-at-save",
+        type=int,
+        default=0,
+        help="SIGKILL this process right after DeepSpeed writes its N-th checkpoint",
+    )
+    parser.add_argument(
+        "--fail-save", type=int, default=0, help="make the N-th checkpoint save hit 'No space left on device' half-way"
+    )
     parser.add_argument("--crash-rank", type=int, default=None, help="this rank dies at --crash-step")
     parser.add_argument("--crash-step", type=int, default=2)
     parser.add_argument("--local_rank", type=int, default=None)
@@ -156,11 +173,21 @@ def main() -> int:
     loader = InterleavedLoader(clips, cfg.training.batch_size, info.rank, info.world_size, cfg.training.seed)
     result = fit(cfg, task, train_loader=loader, dist_info=info, resume=args.resume)
     if info.is_main:
-        Path(args.out).write_text(json.dumps({
-            "losses": result.losses, "steps": result.steps, "epochs": result.epochs, "last_tag": result.last_tag,
-            "metrics": result.metrics, "world_size": info.world_size, "run_dir": str(result.run_dir),
-            "interrupted": result.interrupted, "signal": result.signal,
-        }))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "losses": result.losses,
+                    "steps": result.steps,
+                    "epochs": result.epochs,
+                    "last_tag": result.last_tag,
+                    "metrics": result.metrics,
+                    "world_size": info.world_size,
+                    "run_dir": str(result.run_dir),
+                    "interrupted": result.interrupted,
+                    "signal": result.signal,
+                }
+            )
+        )
     distributed.shutdown()
     return run_status(result)
 

@@ -14,17 +14,54 @@ from everest.models import spec_for
 from everest.tasks.finetune import FinetuneObjective
 from everest.tasks.pretrain import PretrainObjective, sample_noise
 
-TINY = ["--backbone", "vit-s", "--batch", "2", "--frames", "4", "--size", "32", "--patch", "8",
-        "--spec", "embed_dim=48", "--spec", "depth=2", "--spec", "num_heads=2",
-        "--spec", "decoder_embed_dim=32", "--spec", "decoder_num_heads=2", "--spec", "decoder_depth=1",
-        "--repeats", "2", "--breakdown", "1", "--device", "cpu"]
-TINY_SPEC = spec_for("vit-s", embed_dim=48, depth=2, num_heads=2, decoder_embed_dim=32, decoder_num_heads=2,
-                     decoder_depth=1, num_frames=4, input_size=32, patch_size=8)
+TINY = [
+    "--backbone",
+    "vit-s",
+    "--batch",
+    "2",
+    "--frames",
+    "4",
+    "--size",
+    "32",
+    "--patch",
+    "8",
+    "--spec",
+    "embed_dim=48",
+    "--spec",
+    "depth=2",
+    "--spec",
+    "num_heads=2",
+    "--spec",
+    "decoder_embed_dim=32",
+    "--spec",
+    "decoder_num_heads=2",
+    "--spec",
+    "decoder_depth=1",
+    "--repeats",
+    "2",
+    "--breakdown",
+    "1",
+    "--device",
+    "cpu",
+]
+TINY_SPEC = spec_for(
+    "vit-s",
+    embed_dim=48,
+    depth=2,
+    num_heads=2,
+    decoder_embed_dim=32,
+    decoder_num_heads=2,
+    decoder_depth=1,
+    num_frames=4,
+    input_size=32,
+    patch_size=8,
+)
 KEYS = {"flops", "wall_s", "peak_mem_bytes", "encoder_tokens", "decoder_tokens"}
 
 
-@pytest.mark.parametrize("task, strategies", [("pretrain", ["everest", "videomae", "none"]),
-                                              ("finetune", ["everest", "none"])])
+@pytest.mark.parametrize(
+    "task, strategies", [("pretrain", ["everest", "videomae", "none"]), ("finetune", ["everest", "none"])]
+)
 def test_bench_runs_tiny(tmp_path, capsys, task, strategies):
     out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
     assert main([task, *TINY, "--json", str(out_json), "--plot", str(out_png)]) == 0
@@ -69,8 +106,12 @@ def test_step_benchmark_runs_the_training_objectives():
         outputs = _record_outputs(w.objective)
         loss, _ = w.forward()
         assert len(outputs) == 1 and outputs[0] is loss
-        cfg = config_from_dict({"model": {"mask_type": w.objective.mask_type, "input_size": 32, "patch_size": 8},
-                                "training": {"num_frames": 4}})
+        cfg = config_from_dict(
+            {
+                "model": {"mask_type": w.objective.mask_type, "input_size": 32, "patch_size": 8},
+                "training": {"num_frames": 4},
+            }
+        )
         video = to_model_input(clip, cfg.data.normalize_mean, cfg.data.normalize_std, cpu)
         noise = sample_noise(torch.arange(2), 0, 0, TINY_SPEC.num_patches, cpu)
         expected, _, _ = PretrainObjective(bench.model, cfg)(video, noise)

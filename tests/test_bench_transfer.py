@@ -9,13 +9,27 @@ from everest.experiments.transfer import Row, _test_metrics, last_logged, margin
 
 
 def _rows():
-    accuracy = {("scratch", 0): 40.0, ("everest", 0): 55.0, ("videomae", 0): 52.5,
-                ("scratch", 1): 45.0, ("everest", 1): 57.5, ("videomae", 1): 60.0}
+    accuracy = {
+        ("scratch", 0): 40.0,
+        ("everest", 0): 55.0,
+        ("videomae", 0): 52.5,
+        ("scratch", 1): 45.0,
+        ("everest", 1): 57.5,
+        ("videomae", 1): 60.0,
+    }
     rows = []
     for (init, seed), acc in accuracy.items():
         pretrained = init != "scratch"
-        rows.append(Row(init, seed, acc, pretrain_gflops=(30.0 if init == "everest" else 60.0) if pretrained else 0.0,
-                        pretrain_wall_s=100.0 * pretrained, pretext_progress=0.25 * pretrained))
+        rows.append(
+            Row(
+                init,
+                seed,
+                acc,
+                pretrain_gflops=(30.0 if init == "everest" else 60.0) if pretrained else 0.0,
+                pretrain_wall_s=100.0 * pretrained,
+                pretext_progress=0.25 * pretrained,
+            )
+        )
     return rows
 
 
@@ -37,9 +51,11 @@ def test_margins_pair_runs_by_seed():
 
 
 def test_reads_the_last_logged_value_and_the_step_count():
-    text = ("epoch 0: val_loss=0.9, pretext_progress=-0.5\n"
-            "epoch 1: val_loss=0.5, pretext_progress=1.25e-01, val_token_cosine=0.3\n"
-            "done: 640 steps, 20 epochs, train loss 0.3 -> 0.1\n")
+    text = (
+        "epoch 0: val_loss=0.9, pretext_progress=-0.5\n"
+        "epoch 1: val_loss=0.5, pretext_progress=1.25e-01, val_token_cosine=0.3\n"
+        "done: 640 steps, 20 epochs, train loss 0.3 -> 0.1\n"
+    )
     assert last_logged(text, "pretext_progress") == pytest.approx(0.125)
     assert last_logged(text, "missing") is None
     assert steps_done(text) == 640

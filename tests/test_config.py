@@ -16,8 +16,7 @@ def test_defaults_validate_and_match_design_counts():
 
 def test_yaml_and_dotted_overrides(tmp_path: Path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"model": {"backbone": "vit-s", "mask_ratio": 0.9},
-                                    "optimizer": {"lr": "1e-3"}}))
+    path.write_text(yaml.safe_dump({"model": {"backbone": "vit-s", "mask_ratio": 0.9}, "optimizer": {"lr": "1e-3"}}))
     cfg = load_config(path, ["model.mask_ratio=0.85", "training.batch_size=4", "optimizer.betas=[0.9, 0.999]"])
     assert cfg.model.backbone == "vit-s"
     assert cfg.model.mask_ratio == 0.85
@@ -49,7 +48,11 @@ def test_every_shipped_config_is_valid(root: Path):
         ({"model": {"input_size": 100}}, [], "model.input_size=100 is not divisible by model.patch_size=16"),
         ({"training": {"num_frames": 15}}, [], "training.num_frames=15 is not divisible by model.tubelet_size=2"),
         ({"training": {"frames_to_sample": 8}}, [], "training.frames_to_sample=8 must be >= training.num_frames"),
-        ({"model": {"task_type": "regression"}, "augmentation": {"mixup": 0.8}}, [], "not supported for model.task_type='regression'"),
+        (
+            {"model": {"task_type": "regression"}, "augmentation": {"mixup": 0.8}},
+            [],
+            "not supported for model.task_type='regression'",
+        ),
         ({"optimizer": {"betas": [0.9]}}, [], "optimizer.betas"),
         ({"data": {"normalize_std": [0.2, 0.0, 0.2]}}, [], "data.normalize_std"),
         ({"augmentation": {"short_side_size": 200}}, [], "augmentation.short_side_size=200 is below model.input_size"),

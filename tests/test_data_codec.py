@@ -3,9 +3,17 @@
 import numpy as np
 import pytest
 
-from everest.data.codec import (DISPOSABLE, KEYFRAME, StorageSettings, VideoReadError, decode_frames,
-                                read_source_frames, scaled_size, transcode)
 from everest.data.builtin.synthetic import Motion, render, write_video
+from everest.data.codec import (
+    DISPOSABLE,
+    KEYFRAME,
+    StorageSettings,
+    VideoReadError,
+    decode_frames,
+    read_source_frames,
+    scaled_size,
+    transcode,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +63,9 @@ def test_unreadable_videos_raise_a_reason(tmp_path):
         transcode(bad, StorageSettings())
 
 
-@pytest.mark.parametrize("name, codec", [("v.avi", "mpeg4"), ("v.webm", "libvpx-vp9"), ("v.mkv", "libx264"),
-                                         ("v.mov", "mjpeg")])
+@pytest.mark.parametrize(
+    "name, codec", [("v.avi", "mpeg4"), ("v.webm", "libvpx-vp9"), ("v.mkv", "libx264"), ("v.mov", "mjpeg")]
+)
 def test_common_containers_and_codecs_are_read(tmp_path, name, codec):
     import av
 

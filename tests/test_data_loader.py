@@ -13,8 +13,8 @@ import torch
 
 from everest.config import ConfigError, config_from_dict
 from everest.data import build_dataloader
-from everest.data.prepare import prepare_dataset
 from everest.data.builtin.synthetic import SyntheticSpec, ensure_builtin_dataset, generate_collection
+from everest.data.prepare import prepare_dataset
 from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 VIDEOS = 16
@@ -28,8 +28,9 @@ def datasets(tmp_path_factory):
     generate_collection(root, SyntheticSpec(train_videos=VIDEOS, val_videos=1, test_videos=1, size=32, frames=24))
     speed = (root / "train_speed.csv").read_text().splitlines()
     (root / "targets.csv").write_text("\n".join(f"{line} {i:.1f}" for i, line in enumerate(speed)) + "\n")
-    prepare_dataset(root / "videos", root / "classes", root / "train_motion.csv", workers=2, chunk_bytes="12KB",
-                    verbose=False)
+    prepare_dataset(
+        root / "videos", root / "classes", root / "train_motion.csv", workers=2, chunk_bytes="12KB", verbose=False
+    )
     prepare_dataset(root / "videos", root / "targets", root / "targets.csv", workers=2, verbose=False)
     return root
 
@@ -38,8 +39,16 @@ def config(data_dir, **training):
     values = {
         "data": {f"{s}_optimized_dir": str(data_dir) for s in ("train", "val", "test")},
         "model": {"input_size": 16, "patch_size": 4},
-        "training": {"batch_size": 2, "num_frames": 4, "frames_to_sample": 4, "temporal_stride": 2,
-                     "num_workers": 0, "test_num_segment": 3, "test_num_crop": 2, **training},
+        "training": {
+            "batch_size": 2,
+            "num_frames": 4,
+            "frames_to_sample": 4,
+            "temporal_stride": 2,
+            "num_workers": 0,
+            "test_num_segment": 3,
+            "test_num_crop": 2,
+            **training,
+        },
     }
     return config_from_dict(values)
 
@@ -123,14 +132,18 @@ def _rank(rank, world, port, data_dir, out_dir):
     try:
         cfg = config(data_dir, num_workers=2)
         train = build_dataloader(cfg, "train")
-        seen = {"train": [indices(train), indices(train)], "val": indices(build_dataloader(cfg, "val")),
-                "len": len(train)}
+        seen = {
+            "train": [indices(train), indices(train)],
+            "val": indices(build_dataloader(cfg, "val")),
+            "len": len(train),
+        }
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump(seen, f)
     finally:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_two_workers_see_every_clip_once(datasets, tmp_path):
     ctx = multiprocessing.get_context("spawn")
     args = (2, _free_port(), str(datasets / "classes"), str(tmp_path))
@@ -196,6 +209,7 @@ def _build_builtin(synthetic_dir, queue):
     queue.put(str(ensure_builtin_dataset(cfg.data, workers=1)))
 
 
+@pytest.mark.slow
 def test_builtin_dataset_is_built_once_for_concurrent_ranks(tmp_path):
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -209,14 +223,25 @@ def test_builtin_dataset_is_built_once_for_concurrent_ranks(tmp_path):
     assert len(paths) == 1
     shards = Path(paths.pop())
     assert all((shards / split).is_dir() and not (shards / split).is_symlink() for split in ("train", "val", "test"))
-    names = {split: (tmp_path / "synthetic" / f"{split}_motion.csv").read_text().split("\n")[:-1]
-             for split in ("train", "val", "test")}
+    names = {
+        split: (tmp_path / "synthetic" / f"{split}_motion.csv").read_text().split("\n")[:-1]
+        for split in ("train", "val", "test")
+    }
     assert [len(v) for v in names.values()] == [4, 4, 4]  # held-out splits as large as the training one
-    cfg = config_from_dict({"data": {"synthetic": True, "synthetic_dir": str(tmp_path / "synthetic"),
-                                     "synthetic_videos": 4},
-                            "model": {"input_size": 32, "patch_size": 8},
-                            "training": {"batch_size": 2, "num_frames": 4, "frames_to_sample": 4,
-                                         "num_workers": 0, "test_num_segment": 2, "test_num_crop": 1}})
+    cfg = config_from_dict(
+        {
+            "data": {"synthetic": True, "synthetic_dir": str(tmp_path / "synthetic"), "synthetic_videos": 4},
+            "model": {"input_size": 32, "patch_size": 8},
+            "training": {
+                "batch_size": 2,
+                "num_frames": 4,
+                "frames_to_sample": 4,
+                "num_workers": 0,
+                "test_num_segment": 2,
+                "test_num_crop": 1,
+            },
+        }
+    )
     assert indices(build_dataloader(cfg, "train", shuffle=False)) == [0, 1, 2, 3]
     test = next(iter(build_dataloader(cfg, "test")))
     assert test["video"].shape == (2, 2, 4, 32, 32, 3) and set(test["label"].tolist()) <= {0, 1, 2, 3}

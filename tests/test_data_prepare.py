@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from litdata import StreamingDataset
 
-from everest.data.codec import decode_frames
 from everest.cli.prepare_data import main
-from everest.data.prepare import INDEX_NAME, PrepareError, prepare_dataset
 from everest.data.builtin.synthetic import SyntheticSpec, generate_collection, write_video
+from everest.data.codec import decode_frames
+from everest.data.prepare import INDEX_NAME, PrepareError, prepare_dataset
 from tests.conftest import SUBPROCESS_TIMEOUT_S
 
 
@@ -39,8 +39,9 @@ def _records(output):
 
 def test_bad_videos_are_skipped_and_reported(collection, tmp_path):
     out = tmp_path / "shards"
-    summary = prepare_dataset(collection / "videos", out, collection / "mixed.csv", workers=2, min_frames=16,
-                              verbose=False)
+    summary = prepare_dataset(
+        collection / "videos", out, collection / "mixed.csv", workers=2, min_frames=16, verbose=False
+    )
     reasons = {s["path"].split("/")[-1]: s["reason"] for s in summary.skipped}
     assert set(reasons) == {"corrupt.mp4", "short.mp4", "empty.avi", "missing.mp4"}
     assert reasons["corrupt.mp4"].startswith("cannot open")
@@ -74,11 +75,38 @@ def test_existing_output_needs_overwrite(collection, tmp_path, capsys):
     prepare_dataset(collection / "videos", out, collection / "train_motion.csv", workers=1, verbose=False)
     with pytest.raises(PrepareError, match="--overwrite"):
         prepare_dataset(collection / "videos", out, collection / "train_motion.csv", verbose=False)
-    assert main(["--videos", str(collection / "videos"), "--annotations", str(collection / "train_speed.csv"),
-                 "--output", str(out), "--workers", "1"]) == 2
+    assert (
+        main(
+            [
+                "--videos",
+                str(collection / "videos"),
+                "--annotations",
+                str(collection / "train_speed.csv"),
+                "--output",
+                str(out),
+                "--workers",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
-    assert main(["--videos", str(collection / "videos"), "--annotations", str(collection / "train_speed.csv"),
-                 "--output", str(out), "--workers", "1", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "--videos",
+                str(collection / "videos"),
+                "--annotations",
+                str(collection / "train_speed.csv"),
+                "--output",
+                str(out),
+                "--workers",
+                "1",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert "6 videos written, 0 skipped" in capsys.readouterr().out
     assert json.loads((out / INDEX_NAME).read_text())["label_kind"] == "regression"
     unrelated = tmp_path / "notes"
@@ -96,9 +124,21 @@ def test_nothing_readable_is_an_error(collection, tmp_path):
 
 
 def test_cli_script_without_annotations(collection, tmp_path, root):
-    result = subprocess.run([sys.executable, str(root / "launch/prepare_data.py"), "--videos",
-                             str(collection / "videos" / "val"), "--output", str(tmp_path / "out"), "--workers", "1"],
-                            capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "launch/prepare_data.py"),
+            "--videos",
+            str(collection / "videos" / "val"),
+            "--output",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr
     assert "1 videos written, 0 skipped" in result.stdout
     assert json.loads((tmp_path / "out" / INDEX_NAME).read_text())["label_kind"] == "none"

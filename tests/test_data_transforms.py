@@ -5,14 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from everest.data.annotations import (CLASS_LABEL, REGRESSION_LABEL, UNLABELED, AnnotationError,
-                                      read_annotations)
+from everest.data.annotations import CLASS_LABEL, REGRESSION_LABEL, UNLABELED, AnnotationError, read_annotations
+from everest.data.builtin.synthetic import Motion, render, write_video
 from everest.data.clips import ClipMaker, Temporal, segment_starts
 from everest.data.codec import StorageSettings, transcode
-from everest.data.builtin.synthetic import Motion, render, write_video
-from everest.data.transforms import (ClipRandAugment, ClipRandomErasing, horizontal_flip, multi_scale_crop_box,
-                                     random_resized_crop_box, resize_short_side, resized_crop,
-                                     spatial_crop_boxes, to_model_input)
+from everest.data.transforms import (
+    ClipRandAugment,
+    ClipRandomErasing,
+    horizontal_flip,
+    multi_scale_crop_box,
+    random_resized_crop_box,
+    resize_short_side,
+    resized_crop,
+    spatial_crop_boxes,
+    to_model_input,
+)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -46,9 +53,11 @@ def test_crop_boxes_fit_and_follow_the_scales():
 
 def test_spatial_transform_shapes_and_dtypes():
     clip = _clip()
-    for out, shape in [(resized_crop(clip, (2, 3, 30, 40), 16), (6, 16, 16, 3)),
-                       (resize_short_side(clip, 20), (6, 20, 28, 3)),
-                       (horizontal_flip(clip), (6, 40, 56, 3))]:
+    for out, shape in [
+        (resized_crop(clip, (2, 3, 30, 40), 16), (6, 16, 16, 3)),
+        (resize_short_side(clip, 20), (6, 20, 28, 3)),
+        (horizontal_flip(clip), (6, 40, 56, 3)),
+    ]:
         assert out.shape == shape and out.dtype == torch.uint8
     assert torch.equal(horizontal_flip(clip)[:, :, 0], clip[:, :, -1])
 
@@ -87,9 +96,16 @@ def test_to_model_input_normalises_on_the_device():
 
 def test_clip_maker_modes(record):
     temporal = Temporal(num_frames=4, stride=2, candidates=4)
-    train = ClipMaker("train", temporal, size=32, seed=0, flip=True, train_crop="random_resized",
-                      rand_augment=ClipRandAugment("rand-m7-n2", MEAN),
-                      random_erasing=ClipRandomErasing(0.5, MEAN, STD))(record, epoch=1)
+    train = ClipMaker(
+        "train",
+        temporal,
+        size=32,
+        seed=0,
+        flip=True,
+        train_crop="random_resized",
+        rand_augment=ClipRandAugment("rand-m7-n2", MEAN),
+        random_erasing=ClipRandomErasing(0.5, MEAN, STD),
+    )(record, epoch=1)
     assert train["video"].shape == (4, 32, 32, 3) and train["video"].dtype == torch.uint8
     assert train["label"] == 2 and train["index"] == 7
     evaluation = ClipMaker("eval", temporal, size=32)(record)
@@ -116,9 +132,8 @@ def test_segments_spread_over_the_video():
 
 
 def test_information_frame_selection_through_frames_py(record):
-    from everest.data.frames import candidate_window, select_frame_indices
-
     from everest.data.codec import decode_frames
+    from everest.data.frames import candidate_window, select_frame_indices
 
     temporal = Temporal(num_frames=4, stride=1, candidates=12, policy="information")
     clip = ClipMaker("eval", temporal, size=48, short_side=48)(record)["video"]

@@ -37,7 +37,7 @@ def test_video_is_keyed_by_seed_split_index_and_shows_its_digit_moving():
     image = digits.digit_images()[0][digits.split_images("train")[3][1]]  # video 13: class 3, its 2nd image
     ys, xs = np.nonzero(video[0, :, :, 0])
     top, left = ys.min() - np.nonzero(image)[0].min(), xs.min() - np.nonzero(image)[1].min()
-    np.testing.assert_array_equal(video[0, top:top + 28, left:left + 28, 0], image)
+    np.testing.assert_array_equal(video[0, top : top + 28, left : left + 28, 0], image)
     # a straight line at constant speed (within the rounding), bouncing: the digit's centre moves
     centres = np.array([np.argwhere(frame[..., 0] > 0).mean(axis=0) for frame in video])
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
@@ -61,9 +61,18 @@ def _decoded_train_frames(shards):
 
 
 def _build(folder, videos, probe=10):
-    cfg = config_from_dict({"data": {"synthetic": True, "synthetic_kind": "digits", "synthetic_dir": str(folder),
-                                     "synthetic_videos": videos, "synthetic_heldout": 10,
-                                     "synthetic_probe_videos": probe}})
+    cfg = config_from_dict(
+        {
+            "data": {
+                "synthetic": True,
+                "synthetic_kind": "digits",
+                "synthetic_dir": str(folder),
+                "synthetic_videos": videos,
+                "synthetic_heldout": 10,
+                "synthetic_probe_videos": probe,
+            }
+        }
+    )
     return ensure_builtin_dataset(cfg.data)
 
 

@@ -19,8 +19,12 @@ from tests.test_models import tiny_spec
 
 @pytest.mark.parametrize("name", ["zero0", "zero1", "zero2", "zero3", "zero3_offload"])
 def test_shipped_json_fills_auto_from_yaml(root: Path, name: str):
-    cfg = config_from_dict({"training": {"batch_size": 6, "accumulate_grad_batches": 3, "gradient_clip_val": 1.5},
-                            "optimizer": {"lr": 2e-4}})
+    cfg = config_from_dict(
+        {
+            "training": {"batch_size": 6, "accumulate_grad_batches": 3, "gradient_clip_val": 1.5},
+            "optimizer": {"lr": 2e-4},
+        }
+    )
     ds = resolve_ds_config(cfg, load_ds_json(root / "ds_configs" / f"{name}.json"), world_size=4, on_gpu=True)
     assert ds["train_micro_batch_size_per_gpu"] == 6
     assert ds["gradient_accumulation_steps"] == 3
@@ -42,11 +46,14 @@ def test_precision_on_cpu_is_fp32_unless_asked():
 
 def test_explicit_json_value_wins_over_yaml_default_and_conflicts_are_named():
     cfg = config_from_dict({})
-    resolve_ds_config(cfg, {"train_micro_batch_size_per_gpu": 5, "optimizer": {"params": {"lr": 3e-4}}},
-                      world_size=1, on_gpu=False)
+    resolve_ds_config(
+        cfg, {"train_micro_batch_size_per_gpu": 5, "optimizer": {"params": {"lr": 3e-4}}}, world_size=1, on_gpu=False
+    )
     assert cfg.training.batch_size == 5 and cfg.optimizer.lr == 3e-4
     cfg = config_from_dict({"training": {"batch_size": 8}})
-    with pytest.raises(ConfigError, match=r"'train_micro_batch_size_per_gpu' is 5 but the YAML sets training.batch_size=8"):
+    with pytest.raises(
+        ConfigError, match=r"'train_micro_batch_size_per_gpu' is 5 but the YAML sets training.batch_size=8"
+    ):
         resolve_ds_config(cfg, {"train_micro_batch_size_per_gpu": 5}, world_size=1, on_gpu=False)
     cfg = config_from_dict({}, ["optimizer.type=radam"])
     with pytest.raises(ConfigError, match="optimizer.type='radam'"):
@@ -80,9 +87,9 @@ def test_layer_decay_scales_follow_depth():
     model = VideoClassifier(tiny_spec(depth=3), num_outputs=4)
     groups = param_groups(model, weight_decay=0.05, layer_decay=0.5, num_layers=3)
     scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
-    assert scale["encoder.patch_embed.proj.weight"] == pytest.approx(0.5 ** 4)
-    assert scale["encoder.blocks.0.mlp.fc1.weight"] == pytest.approx(0.5 ** 3)
-    assert scale["encoder.blocks.2.mlp.fc1.weight"] == pytest.approx(0.5 ** 1)
+    assert scale["encoder.patch_embed.proj.weight"] == pytest.approx(0.5**4)
+    assert scale["encoder.blocks.0.mlp.fc1.weight"] == pytest.approx(0.5**3)
+    assert scale["encoder.blocks.2.mlp.fc1.weight"] == pytest.approx(0.5**1)
     assert scale["head.weight"] == pytest.approx(1.0)
 
 
@@ -96,8 +103,9 @@ def test_cosine_schedule_formula():
 
 
 def test_schedules_apply_lr_scale_and_weight_decay():
-    cfg = config_from_dict({"optimizer": {"lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0, "weight_decay": 0.05,
-                                          "weight_decay_end": 0.1}})
+    cfg = config_from_dict(
+        {"optimizer": {"lr": 1e-3, "min_lr": 0.0, "warmup_steps": 0, "weight_decay": 0.05, "weight_decay_end": 0.1}}
+    )
     model = VideoClassifier(tiny_spec(), num_outputs=2)
     optimizer = build_optimizer(param_groups(model, 0.05, layer_decay=0.5, num_layers=2), cfg, cpu_offload=False)
     schedules = Schedules(cfg, total_steps=4, steps_per_epoch=2)
@@ -119,15 +127,26 @@ class FakeEngine:
 
 
 def _save(manager, epoch, loss, final=False):
-    return manager.save(FakeEngine(), epoch=epoch, step=epoch * 10, metrics={"train_loss_epoch": loss},
-                        client_state={}, rank_state={}, meta={}, final=final)
+    return manager.save(
+        FakeEngine(),
+        epoch=epoch,
+        step=epoch * 10,
+        metrics={"train_loss_epoch": loss},
+        client_state={},
+        rank_state={},
+        meta={},
+        final=final,
+    )
 
 
-@pytest.mark.parametrize("save_last, strict, expected", [
-    (False, False, {1, 3}),
-    (True, False, {1, 3, 4}),
-    (True, True, {1, 3}),
-])
+@pytest.mark.parametrize(
+    "save_last, strict, expected",
+    [
+        (False, False, {1, 3}),
+        (True, False, {1, 3, 4}),
+        (True, True, {1, 3}),
+    ],
+)
 def test_checkpoint_keeps_top_k_and_last(tmp_path: Path, save_last, strict, expected):
     cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=2, save_last=save_last, strict_top_k=strict)
     manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
@@ -148,8 +167,15 @@ def test_periodic_checkpoints_are_kept(tmp_path: Path):
     manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
     assert manager.mode == "max"
     for epoch in range(4):
-        manager.save(FakeEngine(), epoch=epoch, step=epoch, metrics={"val_acc1": float(epoch)}, client_state={},
-                     rank_state={}, meta={})
+        manager.save(
+            FakeEngine(),
+            epoch=epoch,
+            step=epoch,
+            metrics={"val_acc1": float(epoch)},
+            client_state={},
+            rank_state={},
+            meta={},
+        )
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert names == ["pepoch0001_step00000001", "pepoch0003_step00000003"]
 
@@ -187,16 +213,21 @@ def test_a_fresh_run_refuses_a_folder_that_holds_a_run(tmp_path: Path):
     ckpt.ensure_fresh_dir(tmp_path, "auto")  # resuming it is the point
 
 
-@pytest.mark.parametrize("monitor, metrics, best", [
-    ("val_acc1", [10.0, 40.0, 30.0], 1),  # max mode
-    ("val_mse", [0.5, 0.2, 0.3], 1),  # min mode
-    ("train_loss_epoch", [0.9, 0.8, 0.1], 2),
-])
+@pytest.mark.parametrize(
+    "monitor, metrics, best",
+    [
+        ("val_acc1", [10.0, 40.0, 30.0], 1),  # max mode
+        ("val_mse", [0.5, 0.2, 0.3], 1),  # min mode
+        ("train_loss_epoch", [0.9, 0.8, 0.1], 2),
+    ],
+)
 def test_evaluation_picks_the_best_checkpoint_of_a_run_folder(tmp_path: Path, monitor, metrics, best):
     cfg = CheckpointConfig(dir=str(tmp_path), prefix="e", save_top_k=3, save_last=True, monitor=monitor)
     manager = ckpt.CheckpointManager(cfg, CPU, run="r1")
-    tags = [manager.save(FakeEngine(), epoch=i, step=i, metrics={monitor: m}, client_state={}, rank_state={}, meta={})
-            for i, m in enumerate(metrics)]
+    tags = [
+        manager.save(FakeEngine(), epoch=i, step=i, metrics={monitor: m}, client_state={}, rank_state={}, meta={})
+        for i, m in enumerate(metrics)
+    ]
     path, why = ckpt.choose_checkpoint(tmp_path)
     assert path == tmp_path / tags[best] and f"best by {monitor} = {metrics[best]:.4g}" == why
     assert ckpt.choose_checkpoint(tmp_path / tags[0]) == (tmp_path / tags[0], "as given")

@@ -21,8 +21,17 @@ from tests.test_models import random_indices, tiny_spec
 
 SPECS = {
     "tiny": tiny_spec(),
-    "odd": tiny_spec(embed_dim=40, num_heads=2, depth=3, mlp_ratio=48 / 11, decoder_embed_dim=24,
-                     decoder_num_heads=3, decoder_depth=1, input_size=40, num_frames=6),
+    "odd": tiny_spec(
+        embed_dim=40,
+        num_heads=2,
+        depth=3,
+        mlp_ratio=48 / 11,
+        decoder_embed_dim=24,
+        decoder_num_heads=3,
+        decoder_depth=1,
+        input_size=40,
+        num_frames=6,
+    ),
 }
 
 
@@ -82,8 +91,9 @@ def test_everest_plan_counts_match_the_design():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("strategy", ["everest", "videomae"])
 def test_activation_estimate_matches_saved_tensors(dtype, strategy):
-    spec = tiny_spec(embed_dim=128, num_heads=2, depth=3, decoder_embed_dim=64, decoder_num_heads=1,
-                     input_size=64, num_frames=8)
+    spec = tiny_spec(
+        embed_dim=128, num_heads=2, depth=3, decoder_embed_dim=64, decoder_num_heads=1, input_size=64, num_frames=8
+    )
     model = PretrainAutoencoder(spec).to(dtype)
     plan = pretrain_plan(strategy, spec)
     batch = 2
@@ -126,8 +136,20 @@ def test_parameter_counts_on_meta_model():
 def test_estimate_cli_prints_the_report(root, capsys, ds_config):
     from everest.cli.estimate import main
 
-    code = main(["--config", str(root / "configs/pretrain/vit_b_k400.yaml"), "--deepspeed_config",
-                 str(root / ds_config), "--gpus", "8", "--nodes", "1", "--gpu-memory", "80"])
+    code = main(
+        [
+            "--config",
+            str(root / "configs/pretrain/vit_b_k400.yaml"),
+            "--deepspeed_config",
+            str(root / ds_config),
+            "--gpus",
+            "8",
+            "--nodes",
+            "1",
+            "--gpu-memory",
+            "80",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "model states (DeepSpeed's estimator)" in out

@@ -50,22 +50,38 @@ def work(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("extract")
     make_videos(work / "videos")
     torch.manual_seed(0)
-    save_everest(PretrainAutoencoder(VideoViTSpec(**SPEC, decoder_embed_dim=16, decoder_depth=1,
-                                                  decoder_num_heads=1)), work / "pretrain.pt")
+    save_everest(
+        PretrainAutoencoder(VideoViTSpec(**SPEC, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=1)),
+        work / "pretrain.pt",
+    )
     save_everest(VideoClassifier(VideoViTSpec(**SPEC), 4, init_scale=1.0), work / "classifier.pt")
     (work / "cfg.yaml").write_text(
         "data: {normalize_mean: [0.45, 0.45, 0.45], normalize_std: [0.225, 0.225, 0.225]}\n"
         "model: {embed_dim: 32, depth: 2, num_heads: 2, input_size: 32, patch_size: 8, num_classes: 4,"
         " mcm_ratio: 0.4}\n"
         "training: {num_frames: 4, frames_to_sample: 4, temporal_stride: 2, test_num_segment: 2,"
-        " test_num_crop: 2, num_workers: 0, val_batch_size: 2}\n")
+        " test_num_crop: 2, num_workers: 0, val_batch_size: 2}\n"
+    )
     return work
 
 
 def extract(work: Path, out: str, *extra: str, checkpoint: str = "pretrain.pt") -> int:
-    return extract_features.main(["--checkpoint", str(work / checkpoint), "--videos", str(work / "videos"),
-                                  "--output", str(work / out), "--config", str(work / "cfg.yaml"),
-                                  "--batch_size", "3", "--no_progress", *extra])
+    return extract_features.main(
+        [
+            "--checkpoint",
+            str(work / checkpoint),
+            "--videos",
+            str(work / "videos"),
+            "--output",
+            str(work / out),
+            "--config",
+            str(work / "cfg.yaml"),
+            "--batch_size",
+            "3",
+            "--no_progress",
+            *extra,
+        ]
+    )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -73,8 +89,15 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def reference_features(work: Path, checkpoint: str, name: str, frames: list[list[int]], crops: int,
-                       mcm_ratio: float | None, fc_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def reference_features(
+    work: Path,
+    checkpoint: str,
+    name: str,
+    frames: list[list[int]],
+    crops: int,
+    mcm_ratio: float | None,
+    fc_norm: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A direct forward of the encoder loaded on its own: frames decoded by a full sequential
     pass, cropped and normalised by hand, MCM tokens chosen by a stable sort of the motion
     scores. Returns (pooled [W, D], token features [W, K, D] of crop 0, kept indices)."""
@@ -84,7 +107,7 @@ def reference_features(work: Path, checkpoint: str, name: str, frames: list[list
     pooled, token_out, kept = [], [], []
     for picks in frames:
         views = torch.from_numpy(every[picks]).float()[None].repeat(crops, 1, 1, 1, 1)
-        views = torch.stack([views[i, :, :, left:left + 32] for i, left in enumerate(lefts)])
+        views = torch.stack([views[i, :, :, left : left + 32] for i, left in enumerate(lefts)])
         x = ((views / 255 - torch.tensor(MEAN)) / torch.tensor(STD)).permute(0, 4, 1, 2, 3)  # [V, 3, F, H, W]
         with torch.no_grad():
             tokens = encoder.embed(x)
@@ -141,10 +164,12 @@ def test_token_level_and_crops_without_mcm_and_fine_tuned_fc_norm(work: Path):
 
     assert extract(work, "crops", "--clips", "3", "--crops", "3", checkpoint="classifier.pt") == 1
     times = json.loads((work / "crops" / "deep" / "c.windows.json").read_text())
-    pooled, _, _ = reference_features(work, "classifier.pt", "deep/c.mp4", [w["frames"] for w in times["windows"]],
-                                      3, None, fc_norm=True)
-    torch.testing.assert_close(torch.from_numpy(np.load(work / "crops" / "deep" / "c.npy")), pooled,
-                               atol=2e-5, rtol=1e-4)
+    pooled, _, _ = reference_features(
+        work, "classifier.pt", "deep/c.mp4", [w["frames"] for w in times["windows"]], 3, None, fc_norm=True
+    )
+    torch.testing.assert_close(
+        torch.from_numpy(np.load(work / "crops" / "deep" / "c.npy")), pooled, atol=2e-5, rtol=1e-4
+    )
 
 
 def test_python_api_gives_the_folder_features(work: Path, one_rank: Path):
@@ -152,8 +177,10 @@ def test_python_api_gives_the_folder_features(work: Path, one_rank: Path):
 
     encoder = everest.load_encoder(work / "pretrain.pt", work / "cfg.yaml", ["model.mcm=true"])
     skipped = []
-    got = {Path(v.path).name: v for v in everest.extract(encoder, str(work / "videos" / "deep"), window="6",
-                                                         stride="4", on_skip=skipped.append)}
+    got = {
+        Path(v.path).name: v
+        for v in everest.extract(encoder, str(work / "videos" / "deep"), window="6", stride="4", on_skip=skipped.append)
+    }
     assert sorted(got) == ["c.mp4", "d.mp4"] and not skipped
     np.testing.assert_allclose(got["c.mp4"].features, np.load(one_rank / "deep" / "c.npy"), atol=1e-5)
     assert got["d.mp4"].times == [(0.0, 0.6), (0.4, 1.0), (0.6, 1.2)]  # 12 frames: 0, 4 and the tail at 6
@@ -181,14 +208,41 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_two_ranks_write_what_one_rank_writes_each_video_once(work: Path, one_rank: Path):
     deepspeed = str(Path(sys.executable).with_name("deepspeed"))
-    cmd = [deepspeed, "--num_gpus", "2", "--master_port", _port(), str(ROOT / "launch" / "extract_features.py"),
-           "--checkpoint", str(work / "pretrain.pt"), "--videos", str(work / "videos"), "--output", str(work / "two"),
-           "--config", str(work / "cfg.yaml"), "--batch_size", "2", "--window", "6", "--stride", "4", "--no_progress",
-           "model.mcm=true"]
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    cmd = [
+        deepspeed,
+        "--num_gpus",
+        "2",
+        "--master_port",
+        _port(),
+        str(ROOT / "launch" / "extract_features.py"),
+        "--checkpoint",
+        str(work / "pretrain.pt"),
+        "--videos",
+        str(work / "videos"),
+        "--output",
+        str(work / "two"),
+        "--config",
+        str(work / "cfg.yaml"),
+        "--batch_size",
+        "2",
+        "--window",
+        "6",
+        "--stride",
+        "4",
+        "--no_progress",
+        "model.mcm=true",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode != 0 and "skipped" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((work / "two" / "extraction.json").read_text())
     by_rank = report["written_by_rank"]
@@ -226,8 +280,10 @@ def test_segments_cut_the_views_evaluation_cuts(work: Path):
     from everest.inference.sources import find_videos, open_video
     from everest.inference.windows import cut_views, plan_windows
 
-    cfg = load_config(work / "cfg.yaml", ["training.frames_to_sample=8", "training.frame_selection=information",
-                                          "augmentation.short_side_size=40"])
+    cfg = load_config(
+        work / "cfg.yaml",
+        ["training.frames_to_sample=8", "training.frame_selection=information", "augmentation.short_side_size=40"],
+    )
     source = next(s for s in find_videos(str(work / "videos")) if s.path.endswith("c.mp4"))
     video = open_video(source)
     windows = plan_windows(video.num_frames, video.fps, Sampling(clips=2, crops=2), cfg)
@@ -249,8 +305,10 @@ def test_video_sources_from_folder_glob_list_and_one_file(work: Path, tmp_path: 
     assert [s.name for s in find_videos(f"{videos}/*.mp4")][:2] == ["a", "b"]
     (tmp_path / "list.txt").write_text("deep/c.mp4 2\n/elsewhere/a.mp4 1\n")
     listed = find_videos(tmp_path / "list.txt", root=videos)
-    assert [(s.path, s.name, s.label) for s in listed] == [("deep/c.mp4", "deep/c", (2.0,)),
-                                                          ("/elsewhere/a.mp4", "000001_a", (1.0,))]
+    assert [(s.path, s.name, s.label) for s in listed] == [
+        ("deep/c.mp4", "deep/c", (2.0,)),
+        ("/elsewhere/a.mp4", "000001_a", (1.0,)),
+    ]
     assert [s.path for s in find_videos(videos / "b.mp4")] == [str(videos / "b.mp4")]
     with pytest.raises(AnnotationError, match="matches no file"):
         find_videos(f"{videos}/*.webm")

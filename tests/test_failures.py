@@ -30,18 +30,29 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_missing_dataset_path_is_named(tmp_path: Path):
-    proc = launch(str(ROOT / "launch" / "pretrain.py"), "data.synthetic=false",
-                  f"data.train_optimized_dir={tmp_path / 'nowhere'}", f"logging.log_dir={tmp_path}", cwd=tmp_path)
+    proc = launch(
+        str(ROOT / "launch" / "pretrain.py"),
+        "data.synthetic=false",
+        f"data.train_optimized_dir={tmp_path / 'nowhere'}",
+        f"logging.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert f"data.train_optimized_dir={tmp_path / 'nowhere'}" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_dataset_is_named(tmp_path: Path):
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "index.json").write_text("{not json")
-    proc = launch(str(ROOT / "launch" / "pretrain.py"), "data.synthetic=false",
-                  f"data.train_optimized_dir={tmp_path / 'shards'}", f"logging.log_dir={tmp_path}", cwd=tmp_path)
+    proc = launch(
+        str(ROOT / "launch" / "pretrain.py"),
+        "data.synthetic=false",
+        f"data.train_optimized_dir={tmp_path / 'shards'}",
+        f"logging.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "shards" in proc.stderr and "index.json" in proc.stderr
 
@@ -49,37 +60,64 @@ def test_unreadable_dataset_is_named(tmp_path: Path):
 def test_config_typo_fails_before_any_work(tmp_path: Path):
     proc = launch("-X", "importtime", str(ROOT / "launch" / "pretrain.py"), "model.mask_ration=0.9", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "command line (model.mask_ration=0.9): unknown key 'model.mask_ration'; did you mean 'model.mask_ratio'?" \
+    assert (
+        "command line (model.mask_ration=0.9): unknown key 'model.mask_ration'; did you mean 'model.mask_ratio'?"
         in one_line_error(proc)
+    )
     assert not (tmp_path / "output").exists()
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "everest.config" in imported and not {"torch", "deepspeed"} & imported  # checked before heavy imports
 
 
 def test_mask_ratio_leaving_no_targets_is_refused(tmp_path: Path):
-    proc = launch(str(ROOT / "launch" / "pretrain.py"), "model.motion_centric_masking_ratio=0.7", "model.mask_ratio=0.6",
-                  cwd=tmp_path)
+    proc = launch(
+        str(ROOT / "launch" / "pretrain.py"),
+        "model.motion_centric_masking_ratio=0.7",
+        "model.mask_ratio=0.6",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "no reconstruction targets are left" in proc.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_backbone_is_named(tmp_path: Path):
     save_everest(PretrainAutoencoder(tiny_spec(embed_dim=64, num_heads=4)), tmp_path / "wide.pt")
-    proc = launch(str(ROOT / "launch" / "finetune.py"), f"model.pretrained_path={tmp_path / 'wide.pt'}",
-                  "model.embed_dim=48", "model.depth=2", "model.num_heads=4", "model.input_size=32",
-                  "model.patch_size=8", "training.num_frames=4", "training.frames_to_sample=4",
-                  f"data.synthetic_dir={tmp_path / 'syn'}", "data.synthetic_videos=4",
-                  f"logging.log_dir={tmp_path / 'logs'}", cwd=tmp_path)
+    proc = launch(
+        str(ROOT / "launch" / "finetune.py"),
+        f"model.pretrained_path={tmp_path / 'wide.pt'}",
+        "model.embed_dim=48",
+        "model.depth=2",
+        "model.num_heads=4",
+        "model.input_size=32",
+        "model.patch_size=8",
+        "training.num_frames=4",
+        "training.frames_to_sample=4",
+        f"data.synthetic_dir={tmp_path / 'syn'}",
+        "data.synthetic_videos=4",
+        f"logging.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "has shape (64, 3, 2, 8, 8) but the model expects (48, 3, 2, 8, 8)" in proc.stderr
     assert "another backbone" in proc.stderr
 
 
+@pytest.mark.slow
 def test_full_disk_during_save_keeps_previous_checkpoint(tmp_path: Path):
     ck = tmp_path / "ck"
-    proc = launch(str(WORKER), "--out", str(tmp_path / "out.json"), "--fail-save", "2", "training.batch_size=8",
-                  "checkpoint.save_last=true", f"checkpoint.dir={ck}", f"logging.log_dir={tmp_path / 'logs'}",
-                  cwd=tmp_path)
+    proc = launch(
+        str(WORKER),
+        "--out",
+        str(tmp_path / "out.json"),
+        "--fail-save",
+        "2",
+        "training.batch_size=8",
+        "checkpoint.save_last=true",
+        f"checkpoint.dir={ck}",
+        f"logging.log_dir={tmp_path / 'logs'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "No space left on device" in proc.stderr and "is intact" in proc.stderr
     latest = (ck / "latest").read_text()
@@ -90,13 +128,32 @@ def test_full_disk_during_save_keeps_previous_checkpoint(tmp_path: Path):
     assert load_pretrain_model(ck).spec.embed_dim == 32
 
 
+@pytest.mark.slow
 def test_one_rank_crashing_stops_the_other(tmp_path: Path):
     # A hang (the survivor waiting in a collective forever) would end in TimeoutExpired.
-    proc = subprocess.run([DEEPSPEED, "--num_gpus", "2", "--master_port", _port(), str(WORKER), "--out",
-                           str(tmp_path / "out.json"), "--crash-rank", "1", "--crash-step", "2",
-                           "training.batch_size=4", f"checkpoint.dir={tmp_path / 'ck'}",
-                           f"logging.log_dir={tmp_path / 'logs'}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(
+        [
+            DEEPSPEED,
+            "--num_gpus",
+            "2",
+            "--master_port",
+            _port(),
+            str(WORKER),
+            "--out",
+            str(tmp_path / "out.json"),
+            "--crash-rank",
+            "1",
+            "--crash-step",
+            "2",
+            "training.batch_size=4",
+            f"checkpoint.dir={tmp_path / 'ck'}",
+            f"logging.log_dir={tmp_path / 'logs'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode != 0
     assert not (tmp_path / "out.json").exists()
 
@@ -121,15 +178,27 @@ def _handles_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_saves_a_final_checkpoint_and_exits_with_the_signal_status(tmp_path: Path, sig):
     ck = tmp_path / "ck"
-    overrides = ["training.batch_size=4", "training.max_epochs=100", "checkpoint.save_top_k=0", f"checkpoint.dir={ck}",
-                 f"logging.log_dir={tmp_path / 'logs'}"]
+    overrides = [
+        "training.batch_size=4",
+        "training.max_epochs=100",
+        "checkpoint.save_top_k=0",
+        f"checkpoint.dir={ck}",
+        f"logging.log_dir={tmp_path / 'logs'}",
+    ]
     worker = [PYTHON, str(WORKER), "--clips", "256"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(worker + ["--out", str(tmp_path / "out.json"), *overrides], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    proc = subprocess.Popen(
+        worker + ["--out", str(tmp_path / "out.json"), *overrides],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     seen = _wait_for_line(proc, "epoch 0:")  # mid-training: the first epoch has ended
     proc.send_signal(sig)
     output, _ = proc.communicate(timeout=SUBPROCESS_TIMEOUT_S)
@@ -143,9 +212,15 @@ def test_interrupt_saves_a_final_checkpoint_and_exits_with_the_signal_status(tmp
         return
     # Resuming continues in the same TensorBoard run folder (one run, not two).
     stop_at = result["steps"] + 8
-    resumed = subprocess.run(worker + ["--out", str(tmp_path / "resumed.json"), "--resume", "auto", *overrides,
-                                       f"training.max_steps={stop_at}"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=SUBPROCESS_TIMEOUT_S, env=env)
+    resumed = subprocess.run(
+        worker
+        + ["--out", str(tmp_path / "resumed.json"), "--resume", "auto", *overrides, f"training.max_steps={stop_at}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        env=env,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     second = json.loads((tmp_path / "resumed.json").read_text())
     assert second["run_dir"] == result["run_dir"] and second["steps"] == stop_at
@@ -155,11 +230,18 @@ def test_interrupt_saves_a_final_checkpoint_and_exits_with_the_signal_status(tmp
 
 @pytest.mark.parametrize("entry", ["pretrain.py", "finetune.py", "evaluate.py", "visualize.py"])
 def test_ctrl_c_at_start_up_exits_cleanly(tmp_path: Path, entry: str):
-    args = {"evaluate.py": ["--config", "configs/finetune/default_cpu.yaml", "--checkpoint", str(tmp_path)],
-            "visualize.py": ["--output_dir", str(tmp_path / "pictures")]}.get(entry, [])
+    args = {
+        "evaluate.py": ["--config", "configs/finetune/default_cpu.yaml", "--checkpoint", str(tmp_path)],
+        "visualize.py": ["--output_dir", str(tmp_path / "pictures")],
+    }.get(entry, [])
     overrides = [f"checkpoint.dir={tmp_path / 'ck'}", f"logging.log_dir={tmp_path / 'logs'}"]
-    proc = subprocess.Popen([PYTHON, str(ROOT / "launch" / entry), *args, *overrides], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PYTHON, str(ROOT / "launch" / entry), *args, *overrides],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     while proc.poll() is None and not _handles_sigterm(proc.pid):  # the entry point's first lines ran
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
@@ -169,10 +251,15 @@ def test_ctrl_c_at_start_up_exits_cleanly(tmp_path: Path, entry: str):
     assert "interrupted (SIGINT)" in err
 
 
+@pytest.mark.slow
 def test_rerun_into_a_finished_runs_folder_is_refused_and_leaves_it_intact(tmp_path: Path):
     ck = tmp_path / "ck"
-    common = ["training.batch_size=8", "checkpoint.save_top_k=2", f"checkpoint.dir={ck}",
-              f"logging.log_dir={tmp_path / 'logs'}"]
+    common = [
+        "training.batch_size=8",
+        "checkpoint.save_top_k=2",
+        f"checkpoint.dir={ck}",
+        f"logging.log_dir={tmp_path / 'logs'}",
+    ]
     first = launch(str(WORKER), "--out", str(tmp_path / "first.json"), *common, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -193,10 +280,16 @@ def test_rerun_into_a_finished_runs_folder_is_refused_and_leaves_it_intact(tmp_p
     assert not (tmp_path / "again.json").exists()
 
 
+@pytest.mark.slow
 def test_s3_without_network_fails_clearly(tmp_path: Path):
     # The wait is bounded (the subprocess limit); how long it takes on a busy machine is not asserted.
-    proc = launch(str(ROOT / "launch" / "pretrain.py"), "data.synthetic=false",
-                  "data.train_optimized_dir=s3://everest-test-bucket/shards", "data.cloud_type=s3_public",
-                  f"logging.log_dir={tmp_path}", cwd=tmp_path)
+    proc = launch(
+        str(ROOT / "launch" / "pretrain.py"),
+        "data.synthetic=false",
+        "data.train_optimized_dir=s3://everest-test-bucket/shards",
+        "data.cloud_type=s3_public",
+        f"logging.log_dir={tmp_path}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "s3://everest-test-bucket/shards" in proc.stderr and "Traceback" not in proc.stderr

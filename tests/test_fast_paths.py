@@ -26,8 +26,9 @@ def _grads(fn, *tensors):
 
 @needs_onednn
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("shape,fan_in,fan_out,bias", [((3, 37), 19, 53, True), ((2, 5, 33), 70, 9, False),
-                                                        ((1, 7, 3, 16), 16, 48, True)])
+@pytest.mark.parametrize(
+    "shape,fan_in,fan_out,bias", [((3, 37), 19, 53, True), ((2, 5, 33), 70, 9, False), ((1, 7, 3, 16), 16, 48, True)]
+)
 def test_onednn_linear_equals_f_linear(dtype, shape, fan_in, fan_out, bias):
     g = torch.Generator().manual_seed(sum(shape) + fan_in)
     x = torch.randn(*shape[:-1], fan_in, generator=g).to(dtype)
@@ -80,8 +81,10 @@ def test_target_tubelets_equal_the_whole_clip_patchified():
     index = torch.stack([torch.randperm(18, generator=g)[:7] for _ in range(3)])
     whole = patchify(video, 2, 16)
     assert torch.equal(gather_patches(video, index, 2, 16), whole[torch.arange(3)[:, None], index])
-    assert torch.equal(gather_patches(video.transpose(3, 4).contiguous().transpose(3, 4), index, 2, 16),
-                       gather_patches(video, index, 2, 16))  # any strides
+    assert torch.equal(
+        gather_patches(video.transpose(3, 4).contiguous().transpose(3, 4), index, 2, 16),
+        gather_patches(video, index, 2, 16),
+    )  # any strides
     mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25])
     for normalize in (True, False):
         ref = pixel_targets(denormalize_video(video, mean, std), index, 2, 16, normalize)
@@ -98,8 +101,18 @@ def _step_grads(model, loss_fn) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
 @needs_onednn
 @pytest.mark.parametrize("task", ["pretrain", "finetune"])
 def test_whole_step_equals_the_torch_linear_step(task, monkeypatch):
-    spec = spec_for("vit-s", depth=2, decoder_depth=1, embed_dim=64, num_heads=4, decoder_embed_dim=32,
-                    decoder_num_heads=2, num_frames=4, input_size=32, attention_backend="sdpa")
+    spec = spec_for(
+        "vit-s",
+        depth=2,
+        decoder_depth=1,
+        embed_dim=64,
+        num_heads=4,
+        decoder_embed_dim=32,
+        decoder_num_heads=2,
+        num_frames=4,
+        input_size=32,
+        attention_backend="sdpa",
+    )
     torch.manual_seed(5)
     video = torch.randn(2, 3, 4, 32, 32)
     if task == "pretrain":
@@ -120,6 +133,7 @@ def test_whole_step_equals_the_torch_linear_step(task, monkeypatch):
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_compiled_blocks_equal_eager_blocks():
     """features.compile (VideoViTSpec.compile): torch.compile of every block, names unchanged."""
     spec = spec_for("vit-s", embed_dim=32, num_heads=2, attention_backend="sdpa")

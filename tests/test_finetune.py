@@ -24,8 +24,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
 TINY = {
-    "model": {"embed_dim": 32, "depth": 2, "num_heads": 2, "input_size": 32, "patch_size": 8, "num_classes": 4,
-              "mcm": True, "mcm_ratio": 0.4},
+    "model": {
+        "embed_dim": 32,
+        "depth": 2,
+        "num_heads": 2,
+        "input_size": 32,
+        "patch_size": 8,
+        "num_classes": 4,
+        "mcm": True,
+        "mcm_ratio": 0.4,
+    },
     "training": {"batch_size": 4, "num_frames": 4, "frames_to_sample": 4, "temporal_stride": 2, "max_epochs": 2},
     "optimizer": {"warmup_steps": 1, "lr": 1e-3},
 }
@@ -84,8 +92,11 @@ def test_ema_weights_differ_and_are_what_gets_evaluated():
     engine = SimpleNamespace(module=task.module)  # what the hooks read of a DeepSpeed engine
     task.on_engine_ready(engine, zero_stage=1, device=torch.device("cpu"))
     optimizer = torch.optim.SGD(task.module.parameters(), lr=0.5)
-    batch = {"video": torch.randint(0, 255, (4, 4, 32, 32, 3), dtype=torch.uint8), "label": torch.tensor([0, 1, 2, 3]),
-             "index": torch.arange(4)}
+    batch = {
+        "video": torch.randint(0, 255, (4, 4, 32, 32, 3), dtype=torch.uint8),
+        "label": torch.tensor([0, 1, 2, 3]),
+        "index": torch.arange(4),
+    }
     ctx = StepContext(epoch=0, step=0, seed=0, device=torch.device("cpu"), dtype=torch.float32)
     for step in range(3):
         task.module.train()
@@ -130,18 +141,42 @@ def work(tmp_path_factory) -> Path:
 
 def finetune(work: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
     """Run launch/finetune.py on the built-in data; returns the run's test folder."""
-    args = [str(ROOT / "launch" / "finetune.py"), f"data.synthetic_dir={work / 'synthetic'}",
-            "data.synthetic_videos=16", "data.synthetic_kind=motion", "data.synthetic_heldout=16",
-            "model.num_classes=4", "training.val_every_n_epochs=1", f"checkpoint.dir={work / name / 'ck'}", f"logging.log_dir={work / name / 'logs'}",
-            "logging.run_name=run", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.input_size=32",
-            "training.num_frames=4", "training.frames_to_sample=4", "training.batch_size=4", "training.max_epochs=2",
-            "training.test_num_segment=2", "training.test_num_crop=2", "logging.log_freq=1", *overrides]
+    args = [
+        str(ROOT / "launch" / "finetune.py"),
+        f"data.synthetic_dir={work / 'synthetic'}",
+        "data.synthetic_videos=16",
+        "data.synthetic_kind=motion",
+        "data.synthetic_heldout=16",
+        "model.num_classes=4",
+        "training.val_every_n_epochs=1",
+        f"checkpoint.dir={work / name / 'ck'}",
+        f"logging.log_dir={work / name / 'logs'}",
+        "logging.run_name=run",
+        "model.embed_dim=32",
+        "model.depth=2",
+        "model.num_heads=2",
+        "model.input_size=32",
+        "training.num_frames=4",
+        "training.frames_to_sample=4",
+        "training.batch_size=4",
+        "training.max_epochs=2",
+        "training.test_num_segment=2",
+        "training.test_num_crop=2",
+        "logging.log_freq=1",
+        *overrides,
+    ]
     if ranks == 1:
         cmd = [PYTHON] + args
     else:
         cmd = [str(Path(PYTHON).with_name("deepspeed")), "--num_gpus", str(ranks), "--master_port", _port()] + args
-    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.run(
+        cmd,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work / name / "logs" / "run" / "test"
 
@@ -151,6 +186,7 @@ def read_predictions(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_classification_end_to_end_one_rank(work: Path):
     folder = finetune(work, "cls1")
     rows = read_predictions(folder)
@@ -162,6 +198,7 @@ def test_classification_end_to_end_one_rank(work: Path):
     assert acc5 == 100.0  # 4 classes: top-5 covers them all
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_run_folder_scores_the_best_checkpoint_and_says_so(work: Path):
     folder = work / "cls1" / "logs" / "run" / "test"
     if not folder.is_dir():
@@ -171,12 +208,32 @@ def test_evaluate_on_a_run_folder_scores_the_best_checkpoint_and_says_so(work: P
     ranked = [e for e in index["checkpoints"] if "top_k" in e["roles"]]
     best = max(ranked, key=lambda e: e["metric"])["tag"]  # monitor val_acc1: higher is better
     out = work / "cls1" / "eval"
-    proc = subprocess.run([PYTHON, str(ROOT / "launch" / "evaluate.py"), "--config", "configs/finetune/default_cpu.yaml",
-                           "--checkpoint", str(ck), "--output_dir", str(out), f"data.synthetic_dir={work / 'synthetic'}",
-                           "data.synthetic_videos=16", "data.synthetic_kind=motion", "data.synthetic_heldout=16",
-                           "model.num_classes=4", "training.num_frames=4", "training.frames_to_sample=4",
-                           "model.input_size=32", "training.test_num_segment=2", "training.test_num_crop=2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
+    proc = subprocess.run(
+        [
+            PYTHON,
+            str(ROOT / "launch" / "evaluate.py"),
+            "--config",
+            "configs/finetune/default_cpu.yaml",
+            "--checkpoint",
+            str(ck),
+            "--output_dir",
+            str(out),
+            f"data.synthetic_dir={work / 'synthetic'}",
+            "data.synthetic_videos=16",
+            "data.synthetic_kind=motion",
+            "data.synthetic_heldout=16",
+            "model.num_classes=4",
+            "training.num_frames=4",
+            "training.frames_to_sample=4",
+            "model.input_size=32",
+            "training.test_num_segment=2",
+            "training.test_num_crop=2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[0].startswith(f"checkpoint: {ck / best} (best by val_acc1 = ")
     summary = json.loads((out / "summary.json").read_text())
@@ -186,10 +243,19 @@ def test_evaluate_on_a_run_folder_scores_the_best_checkpoint_and_says_so(work: P
     assert summary["metrics"] == pytest.approx(trained["metrics"])
 
 
+@pytest.mark.slow
 def test_regression_end_to_end_two_ranks_zero3(work: Path):
     # ZeRO-3: every forward is collective, so the uneven validation shards must be padded.
-    folder = finetune(work, "reg2", "model.task_type=regression", "model.output_dim=1", "model.regression_loss=l1",
-                      "checkpoint.monitor=val_mse", "training.deepspeed_config=ds_configs/zero3.json", ranks=2)
+    folder = finetune(
+        work,
+        "reg2",
+        "model.task_type=regression",
+        "model.output_dim=1",
+        "model.regression_loss=l1",
+        "checkpoint.monitor=val_mse",
+        "training.deepspeed_config=ds_configs/zero3.json",
+        ranks=2,
+    )
     rows = read_predictions(folder)
     summary = json.loads((folder / "summary.json").read_text())
     assert len(rows) == summary["videos"] == 16  # every test video once, whatever the ranks
@@ -201,9 +267,17 @@ def test_regression_end_to_end_two_ranks_zero3(work: Path):
     assert summary["metrics"]["test_r2"] == pytest.approx(r2.item(), rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_classification_two_ranks_with_ema_and_mixup(work: Path):
-    folder = finetune(work, "cls2", "features.model_ema=true", "augmentation.mixup=0.8", "augmentation.cutmix=1.0",
-                      "augmentation.label_smoothing=0.1", ranks=2)
+    folder = finetune(
+        work,
+        "cls2",
+        "features.model_ema=true",
+        "augmentation.mixup=0.8",
+        "augmentation.cutmix=1.0",
+        "augmentation.label_smoothing=0.1",
+        ranks=2,
+    )
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["videos"] == 16 and set(summary["metrics"]) == {"test_acc1", "test_acc5"}
 
@@ -220,8 +294,9 @@ def test_cutmix_cuts_the_same_box_out_of_every_frame():
     mixed, target = mix_clips(mixup, video.clone(), labels)
     assert mixed.shape == video.shape
     from_partner = (mixed != video).any(dim=1)  # [B, T, H, W]: pixels taken from the flipped batch
-    assert torch.equal(mixed[from_partner.unsqueeze(1).expand_as(video)],
-                       video.flip(0)[from_partner.unsqueeze(1).expand_as(video)])
+    assert torch.equal(
+        mixed[from_partner.unsqueeze(1).expand_as(video)], video.flip(0)[from_partner.unsqueeze(1).expand_as(video)]
+    )
     box = from_partner[0, 0]
     assert box.any(), "cutmix with prob 1 changed nothing"
     assert all(torch.equal(from_partner[i, f], box) for i in range(4) for f in range(6))  # one box, all frames

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from everest.data import frames
 from everest.config import TrainingConfig
+from everest.data import frames
 
 
 def clip_with_burst(count: int = 24, moving: range = range(9, 15), size: int = 48) -> np.ndarray:
@@ -19,7 +19,7 @@ def clip_with_burst(count: int = 24, moving: range = range(9, 15), size: int = 4
     for f in range(count):
         if f in moving:
             x += 3
-        clip[f, 10:26, x: x + 16] = 250
+        clip[f, 10:26, x : x + 16] = 250
     return clip
 
 
@@ -28,11 +28,14 @@ def test_policies_match_the_config():
     assert typing.get_args(hints["frame_selection"]) == frames.POLICIES
 
 
-@pytest.mark.parametrize("candidates, count, expected", [
-    (16, 16, list(range(16))),
-    (32, 16, list(range(0, 32, 2))),
-    (10, 4, [0, 2, 5, 7]),
-])
+@pytest.mark.parametrize(
+    "candidates, count, expected",
+    [
+        (16, 16, list(range(16))),
+        (32, 16, list(range(0, 32, 2))),
+        (10, 4, [0, 2, 5, 7]),
+    ],
+)
 def test_uniform_is_a_fixed_stride(candidates, count, expected):
     clip = np.zeros((candidates, 4, 4, 3), dtype=np.uint8)
     picked = frames.select_frame_indices(clip, count, "uniform")

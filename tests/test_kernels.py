@@ -23,11 +23,15 @@ BF16_ULP = 2.0**-7  # relative spacing of bfloat16 values
 
 if not INTERPRETING:
 
+    @pytest.mark.slow
     def test_kernels_under_triton_interpreter():
         env = {**os.environ, "TRITON_INTERPRET": "1"}
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-            env=env, capture_output=True, text=True, timeout=600,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
         assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
@@ -56,8 +60,12 @@ class TestDispatch:
 
     def test_kernels_are_interpreted(self):
         assert dispatch.interpreted()
-        for kernel in (motion._motion_score_kernel, topk._topk_select_kernel,
-                       gather._gather_kernel, gather._scatter_kernel):
+        for kernel in (
+            motion._motion_score_kernel,
+            topk._topk_select_kernel,
+            gather._gather_kernel,
+            gather._scatter_kernel,
+        ):
             assert type(kernel).__name__ == "InterpretedFunction"
 
     def test_backend_choice(self, backend, monkeypatch):
@@ -116,6 +124,7 @@ class TestMotionScore:
 
 
 # ------------------------------------------------------------------------------- top-k selection
+
 
 def select_slowly(scores, num_kept, num_visible, noise):
     """The documented rule in plain Python: keep by score descending, then lower index; split by
@@ -246,6 +255,7 @@ class TestGatherScatter:
 
 
 # ------------------------------------------------------------------------------------ memory
+
 
 def storage_ptr(value) -> int | None:
     if isinstance(value, torch.Tensor):

@@ -10,6 +10,7 @@ from kernels import dispatch, gather, motion, topk
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device (tests/test_kernels.py covers the kernels on CPU)", allow_module_level=True)
 CUDA = "cuda"
+pytestmark = pytest.mark.gpu
 
 
 def layout(tensor: torch.Tensor, kind: str) -> torch.Tensor:
@@ -27,12 +28,15 @@ def test_auto_dispatch_runs_triton_on_cuda():
     assert dispatch.uses_triton(torch.zeros(1, device=CUDA))
 
 
-@pytest.mark.parametrize("batch, slots, positions, width, dtype, kind", [
-    (8, 8, 196, 768, torch.bfloat16, "model"),
-    (3, 5, 37, 1408, torch.float32, "strided"),
-    (2, 8, 196, 384, torch.float16, "contiguous"),
-    (1, 16, 49, 1280, torch.bfloat16, "model"),
-])
+@pytest.mark.parametrize(
+    "batch, slots, positions, width, dtype, kind",
+    [
+        (8, 8, 196, 768, torch.bfloat16, "model"),
+        (3, 5, 37, 1408, torch.float32, "strided"),
+        (2, 8, 196, 384, torch.float16, "contiguous"),
+        (1, 16, 49, 1280, torch.bfloat16, "model"),
+    ],
+)
 def test_motion_score(batch, slots, positions, width, dtype, kind):
     tokens = layout(torch.randn(batch, slots * positions, width, device=CUDA).to(dtype), kind)
     emb = tokens.unflatten(1, (slots, positions))
@@ -41,9 +45,16 @@ def test_motion_score(batch, slots, positions, width, dtype, kind):
     torch.testing.assert_close(fast.cpu(), motion.motion_score_torch(emb.cpu()), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch, tokens, num_kept, num_visible", [
-    (8, 1568, 470, 156), (4, 1568, 940, 940), (2, 8192, 2457, 819), (3, 8197, 100, 1), (1, 16000, 4800, 1600),
-])
+@pytest.mark.parametrize(
+    "batch, tokens, num_kept, num_visible",
+    [
+        (8, 1568, 470, 156),
+        (4, 1568, 940, 940),
+        (2, 8192, 2457, 819),
+        (3, 8197, 100, 1),
+        (1, 16000, 4800, 1600),
+    ],
+)
 @pytest.mark.parametrize("tied", [False, True])
 def test_topk_select(batch, tokens, num_kept, num_visible, tied):
     scores = torch.rand(batch, tokens, device=CUDA)
@@ -61,12 +72,15 @@ def test_topk_select(batch, tokens, num_kept, num_visible, tied):
             assert torch.equal(g, w) and torch.equal(g.cpu(), c)
 
 
-@pytest.mark.parametrize("batch, tokens, count, width, dtype, kind", [
-    (8, 1568, 156, 768, torch.bfloat16, "model"),
-    (2, 101, 33, 1408, torch.float32, "strided"),
-    (3, 1568, 314, 1536, torch.bfloat16, "contiguous"),
-    (4, 37, 37, 1280, torch.float16, "model"),
-])
+@pytest.mark.parametrize(
+    "batch, tokens, count, width, dtype, kind",
+    [
+        (8, 1568, 156, 768, torch.bfloat16, "model"),
+        (2, 101, 33, 1408, torch.float32, "strided"),
+        (3, 1568, 314, 1536, torch.bfloat16, "contiguous"),
+        (4, 37, 37, 1280, torch.float16, "model"),
+    ],
+)
 @pytest.mark.parametrize("with_pos", [False, True])
 def test_gather_scatter_and_grads(batch, tokens, count, width, dtype, kind, with_pos):
     base = torch.randn(batch, tokens, width, device=CUDA).to(dtype)
@@ -119,7 +133,8 @@ def test_kernels_allocate_only_their_outputs():
         torch.cuda.reset_peak_memory_stats()
         out = op()
         torch.cuda.synchronize()
-        outputs = sum(t.untyped_storage().nbytes() for t in (out if isinstance(out, tuple) else (out,))
-                      if t is not None)
+        outputs = sum(
+            t.untyped_storage().nbytes() for t in (out if isinstance(out, tuple) else (out,)) if t is not None
+        )
         assert torch.cuda.max_memory_allocated() - base <= outputs + 4096
         del out

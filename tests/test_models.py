@@ -6,16 +6,33 @@ from everest.models.vit import sinusoid_table
 
 
 def tiny_spec(**changes) -> VideoViTSpec:
-    base = dict(embed_dim=48, depth=2, num_heads=4, decoder_embed_dim=32, decoder_depth=2,
-                decoder_num_heads=2, input_size=32, patch_size=8, num_frames=4, tubelet_size=2)
+    base = dict(
+        embed_dim=48,
+        depth=2,
+        num_heads=4,
+        decoder_embed_dim=32,
+        decoder_depth=2,
+        decoder_num_heads=2,
+        input_size=32,
+        patch_size=8,
+        num_frames=4,
+        tubelet_size=2,
+    )
     base.update(changes)
     return VideoViTSpec(**base)
 
 
 # Encoder sizes published for VideoMAE / VideoMAE V2 (millions of parameters).
-@pytest.mark.parametrize("backbone, published", [
-    ("vit-s", 22.0), ("vit-b", 86.0), ("vit-l", 304.0), ("vit-h", 632.0), ("vit-g", 1011.0),
-])
+@pytest.mark.parametrize(
+    "backbone, published",
+    [
+        ("vit-s", 22.0),
+        ("vit-b", 86.0),
+        ("vit-l", 304.0),
+        ("vit-h", 632.0),
+        ("vit-g", 1011.0),
+    ],
+)
 def test_preset_parameter_counts(backbone, published):
     with torch.device("meta"):
         encoder = VideoEncoder(spec_for(backbone))
@@ -28,8 +45,11 @@ def test_sinusoid_table_formula():
     for pos in range(7):
         for j in range(6):
             angle = pos / 10000 ** (2 * (j // 2) / 6)
-            expected = torch.sin(torch.tensor(angle, dtype=torch.float64)) if j % 2 == 0 else torch.cos(
-                torch.tensor(angle, dtype=torch.float64))
+            expected = (
+                torch.sin(torch.tensor(angle, dtype=torch.float64))
+                if j % 2 == 0
+                else torch.cos(torch.tensor(angle, dtype=torch.float64))
+            )
             assert table[pos, j].item() == pytest.approx(expected.item(), abs=1e-6)
 
 
@@ -37,7 +57,7 @@ def random_indices(batch, n, visible, targets, seed=0):
     g = torch.Generator().manual_seed(seed)
     perms = torch.stack([torch.randperm(n, generator=g) for _ in range(batch)])
     vis = perms[:, :visible].sort(dim=1).values
-    tgt = perms[:, visible:visible + targets].sort(dim=1).values
+    tgt = perms[:, visible : visible + targets].sort(dim=1).values
     return vis, tgt
 
 
@@ -58,7 +78,7 @@ def test_pretrain_forward_backward_shapes():
     slot, rest = divmod(int(torch.nonzero(unused)[0]), spec.grid[1] * spec.grid[2])
     row, col = divmod(rest, spec.grid[2])
     changed = video.clone()
-    changed[0, :, slot * 2:(slot + 1) * 2, row * 8:(row + 1) * 8, col * 8:(col + 1) * 8] += 5.0
+    changed[0, :, slot * 2 : (slot + 1) * 2, row * 8 : (row + 1) * 8, col * 8 : (col + 1) * 8] += 5.0
     with torch.no_grad():
         assert torch.equal(model(video, vis, tgt)[0], model(changed, vis, tgt)[0])
 

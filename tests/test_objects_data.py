@@ -33,7 +33,7 @@ def test_structure_everywhere_and_the_shape_moves():
 def test_shapes_differ_and_fill_what_they_should():
     dy, dx = np.mgrid[-32:32, -32:32].astype(float)
     areas = {name: shape_mask(i, dy, dx, 20.0).mean() * 64 * 64 for i, name in enumerate(SHAPES)}
-    assert areas["disc"] == pytest.approx(np.pi * 20 ** 2, rel=0.02)
+    assert areas["disc"] == pytest.approx(np.pi * 20**2, rel=0.02)
     assert areas["square"] == pytest.approx((2 * 17) ** 2, rel=0.08)
     masks = [shape_mask(i, dy, dx, 20.0) for i in range(len(SHAPES))]
     for i in range(len(masks)):
@@ -53,10 +53,20 @@ def read_annotations(path):
     return [tuple(line.rsplit(maxsplit=1)) for line in path.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_prepared_collection_is_nested_disjoint_and_labelled(tmp_path):
     def build(folder, videos):
-        cfg = config_from_dict({"data": {"synthetic": True, "synthetic_kind": "objects", "synthetic_dir": str(folder),
-                                         "synthetic_videos": videos, "synthetic_heldout": 8}})
+        cfg = config_from_dict(
+            {
+                "data": {
+                    "synthetic": True,
+                    "synthetic_kind": "objects",
+                    "synthetic_dir": str(folder),
+                    "synthetic_videos": videos,
+                    "synthetic_heldout": 8,
+                }
+            }
+        )
         return ensure_builtin_dataset(cfg.data)
 
     small, large = build(tmp_path / "small", 8), build(tmp_path / "large", 16)

@@ -18,11 +18,13 @@ from everest.models.vit import VideoViTSpec
 from tests.test_extract import FRAMES, SPEC, make_videos
 
 NAMES = ["left", "right", "up", "down"]
-CFG = ("data: {normalize_mean: [0.45, 0.45, 0.45], normalize_std: [0.225, 0.225, 0.225]}\n"
-       "model: {embed_dim: 32, depth: 2, num_heads: 2, input_size: 32, patch_size: 8, num_classes: 4,"
-       " mcm: true, mcm_ratio: 0.4}\n"
-       "training: {num_frames: 4, frames_to_sample: 4, temporal_stride: 2, test_num_segment: 3, test_num_crop: 2,"
-       " num_workers: 0, val_batch_size: 3}\n")
+CFG = (
+    "data: {normalize_mean: [0.45, 0.45, 0.45], normalize_std: [0.225, 0.225, 0.225]}\n"
+    "model: {embed_dim: 32, depth: 2, num_heads: 2, input_size: 32, patch_size: 8, num_classes: 4,"
+    " mcm: true, mcm_ratio: 0.4}\n"
+    "training: {num_frames: 4, frames_to_sample: 4, temporal_stride: 2, test_num_segment: 3, test_num_crop: 2,"
+    " num_workers: 0, val_batch_size: 3}\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,9 @@ def work(tmp_path_factory) -> Path:
     # Random-weight features of these videos share one large common part: centre the head on
     # it (and sharpen it) so that the predicted class differs between videos.
     encoder = everest.load_encoder(work / "classifier.pt", work / "cfg.yaml")
-    common = torch.from_numpy(np.concatenate([v.features for v in everest.extract(encoder, str(work / "videos"),
-                                                                                   clips=3, on_skip=print)]))
+    common = torch.from_numpy(
+        np.concatenate([v.features for v in everest.extract(encoder, str(work / "videos"), clips=3, on_skip=print)])
+    )
     with torch.no_grad():
         model.head.weight.mul_(50)
         model.head.bias.copy_(-model.head.weight @ common.mean(0))
@@ -65,9 +68,25 @@ def test_top1_equals_evaluate_on_the_same_clips(work: Path):
     evaluated = {r["path"]: r for r in read_csv(work / "eval" / "predictions.csv")}
     assert sorted(evaluated) == sorted(str(work / "videos" / n) for n in FRAMES)  # evaluate's new path column
 
-    assert predict.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "shards"),
-                         "--config", str(work / "cfg.yaml"), "--class_names", str(work / "names.txt"),
-                         "--batch_size", "2", "--output", str(work / "predicted.csv")]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(work / "classifier.pt"),
+                "--videos",
+                str(work / "shards"),
+                "--config",
+                str(work / "cfg.yaml"),
+                "--class_names",
+                str(work / "names.txt"),
+                "--batch_size",
+                "2",
+                "--output",
+                str(work / "predicted.csv"),
+            ]
+        )
+        == 0
+    )
     predicted = {r["path"]: r for r in read_csv(work / "predicted.csv")}
     assert predicted.keys() == evaluated.keys()
     predictions = {r["prediction"] for r in predicted.values()}
@@ -83,8 +102,21 @@ def test_top1_equals_evaluate_on_the_same_clips(work: Path):
 
 
 def test_raw_files_from_a_list_with_labels_and_a_bad_file(work: Path, capsys):
-    assert predict.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "labels.csv"),
-                         "--root", str(work / "videos"), "--config", str(work / "cfg.yaml")]) == 1
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(work / "classifier.pt"),
+                "--videos",
+                str(work / "labels.csv"),
+                "--root",
+                str(work / "videos"),
+                "--config",
+                str(work / "cfg.yaml"),
+            ]
+        )
+        == 1
+    )
     out, err = capsys.readouterr()
     rows = list(csv.DictReader(out.splitlines()))
     assert [r["path"] for r in rows] == list(FRAMES)  # as written in the list
@@ -95,14 +127,38 @@ def test_raw_files_from_a_list_with_labels_and_a_bad_file(work: Path, capsys):
 def test_regression_outputs_and_class_names_errors(work: Path, capsys):
     torch.manual_seed(2)
     save_everest(VideoClassifier(VideoViTSpec(**SPEC), 2), work / "regressor.pt")
-    assert predict.main(["--checkpoint", str(work / "regressor.pt"), "--videos", str(work / "videos" / "deep"),
-                         "--config", str(work / "cfg.yaml"), "model.task_type=regression", "model.output_dim=2"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(work / "regressor.pt"),
+                "--videos",
+                str(work / "videos" / "deep"),
+                "--config",
+                str(work / "cfg.yaml"),
+                "model.task_type=regression",
+                "model.output_dim=2",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert [Path(r["path"]).name for r in rows] == ["c.mp4", "d.mp4"]
     assert set(rows[0]) == {"path", "prediction0", "prediction1"}
     (work / "two_names.txt").write_text("a\nb\n")
-    assert predict.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "videos"),
-                         "--class_names", str(work / "two_names.txt")]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(work / "classifier.pt"),
+                "--videos",
+                str(work / "videos"),
+                "--class_names",
+                str(work / "two_names.txt"),
+            ]
+        )
+        == 2
+    )
     assert "2 names for 4 classes" in capsys.readouterr().err
 
 
@@ -110,9 +166,24 @@ def test_extraction_reads_prepared_shards(work: Path):
     from everest.cli import extract_features
 
     out = work / "shard_features"
-    assert extract_features.main(["--checkpoint", str(work / "classifier.pt"), "--videos", str(work / "shards"),
-                                  "--output", str(out), "--config", str(work / "cfg.yaml"), "--clips", "2",
-                                  "--no_progress"]) == 0
+    assert (
+        extract_features.main(
+            [
+                "--checkpoint",
+                str(work / "classifier.pt"),
+                "--videos",
+                str(work / "shards"),
+                "--output",
+                str(out),
+                "--config",
+                str(work / "cfg.yaml"),
+                "--clips",
+                "2",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     rows = read_csv(out / "index.csv")
     assert [r["path"] for r in rows] == [str(work / "videos" / n) for n in FRAMES]  # keyed by the source path
     assert [r["file"] for r in rows] == [n.replace(".mp4", ".npy") for n in FRAMES]

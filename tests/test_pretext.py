@@ -84,8 +84,10 @@ def test_copy_is_exact_on_a_static_video():
 def _pairwise_cosine(tokens):
     out = []
     for clip in tokens:
-        values = [torch.nn.functional.cosine_similarity(clip[i], clip[j], dim=0)
-                  for i, j in itertools.permutations(range(len(clip)), 2)]
+        values = [
+            torch.nn.functional.cosine_similarity(clip[i], clip[j], dim=0)
+            for i, j in itertools.permutations(range(len(clip)), 2)
+        ]
         out.append(torch.stack(values).mean())
     return torch.stack(out)
 
@@ -98,8 +100,7 @@ def test_token_cosine_on_constructed_token_sets():
     orthogonal = torch.eye(8).unsqueeze(0) * 3.0
     torch.testing.assert_close(pretext.token_cosine(orthogonal), torch.zeros(1), atol=1e-6, rtol=0)
     random_tokens = torch.randn(3, 10, 16, generator=g)
-    torch.testing.assert_close(pretext.token_cosine(random_tokens), _pairwise_cosine(random_tokens),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(pretext.token_cosine(random_tokens), _pairwise_cosine(random_tokens), atol=1e-5, rtol=0)
     assert pretext.token_cosine(collapsed + 0.05 * torch.randn(2, 9, 16, generator=g)).min() > 0.9
 
 

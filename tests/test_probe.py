@@ -26,8 +26,9 @@ def clustered(counts: tuple[int, ...], classes: int, dim: int, spread: float, se
 def test_knn_equals_scikit_learn(k, temperature):
     (train, train_labels), (test, test_labels) = clustered((300, 200), 10, 32, 2.0, seed=k)
     ours = knn_predict(train, train_labels, test, 10, k, temperature)
-    theirs = KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute",
-                                  weights=lambda d: np.exp((1 - d) / temperature)).fit(train.numpy(), train_labels.numpy())
+    theirs = KNeighborsClassifier(
+        n_neighbors=k, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / temperature)
+    ).fit(train.numpy(), train_labels.numpy())
     expected = theirs.predict(test.numpy())
     assert np.array_equal(ours.numpy(), expected)
     accuracy = knn_accuracy(train, train_labels, test, test_labels, 10, k, temperature)
@@ -58,7 +59,7 @@ def test_ridge_penalty_is_the_brute_force_leave_one_out_choice():
         for i in range(len(train)):
             keep = np.arange(len(train)) != i
             model = RidgeClassifier(alpha=alpha * dim).fit(z[keep], train_labels.numpy()[keep])
-            wrong += int(model.predict(z[i:i + 1])[0] != train_labels[i].item())
+            wrong += int(model.predict(z[i : i + 1])[0] != train_labels[i].item())
         errors[alpha] = wrong
     fewest = min(errors.values())
     expected = max(a for a, e in errors.items() if e == fewest)  # ties go to the larger penalty

@@ -27,7 +27,7 @@ def moving_square_video(frames: int = 8, size: int = 64, seed: int = 0) -> torch
     g = torch.Generator().manual_seed(seed)
     video = torch.rand(1, 3, 1, size, size, generator=g).repeat(1, 1, frames, 1, 1) * 0.2
     for f in range(frames):
-        video[:, :, f, 20:36, 4 + 4 * f: 20 + 4 * f] = 1.0
+        video[:, :, f, 20:36, 4 + 4 * f : 20 + 4 * f] = 1.0
     return video
 
 
@@ -63,7 +63,7 @@ def test_motion_scores_follow_the_formula_for_any_grid(slots, positions, width):
     scores = sel.motion_scores(emb)
     assert scores.dtype == torch.float32 and scores.shape == (3, slots * positions)
     torch.testing.assert_close(scores.double(), published_importance(emb), rtol=2e-6, atol=1e-6)
-    assert torch.equal(scores[:, :positions], scores[:, positions: 2 * positions])
+    assert torch.equal(scores[:, :positions], scores[:, positions : 2 * positions])
 
 
 def changed_tokens(video: torch.Tensor, spec) -> list[set[int]]:
@@ -125,8 +125,10 @@ def test_seeded_generators_reproduce_every_strategy():
     tokens = torch.randn(2, 4 * 9, 8)
     grid = (4, 3, 3)
     for mask_type in ("motion-centric", "random", "tube"):
-        runs = [sel.select_for_pretraining(tokens, grid, mask_type, 0.75, 0.5, torch.Generator().manual_seed(s))
-                for s in (3, 3, 4)]
+        runs = [
+            sel.select_for_pretraining(tokens, grid, mask_type, 0.75, 0.5, torch.Generator().manual_seed(s))
+            for s in (3, 3, 4)
+        ]
         assert torch.equal(runs[0].visible, runs[1].visible) and torch.equal(runs[0].target, runs[1].target)
         assert not torch.equal(runs[0].visible, runs[2].visible)
 
@@ -153,8 +155,14 @@ def test_selection_counts_equal_the_configs_and_feed_the_model():
     video = torch.randn(2, 3, 4, 64, 64)
     tokens = model.embed(video)
     m = cfg.model
-    chosen = sel.select_for_pretraining(tokens.detach(), spec.grid, m.mask_type, m.mask_ratio,
-                                        m.motion_centric_masking_ratio, torch.Generator().manual_seed(0))
+    chosen = sel.select_for_pretraining(
+        tokens.detach(),
+        spec.grid,
+        m.mask_type,
+        m.mask_ratio,
+        m.motion_centric_masking_ratio,
+        torch.Generator().manual_seed(0),
+    )
     counts = token_counts(cfg)
     assert chosen.visible.shape == (2, counts["visible"]) and chosen.target.shape == (2, counts["targets"])
     pixels = model.forward_embedded(tokens, chosen.visible, chosen.target)

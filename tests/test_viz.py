@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from everest.models import PretrainAutoencoder, VideoClassifier, export_huggingface, export_videomae, save_everest
 from everest.files import META_FILE
+from everest.models import PretrainAutoencoder, VideoClassifier, export_huggingface, export_videomae, save_everest
 from everest.models.weights import everest_meta
 from everest.viz import LEFT_MARGIN, SEPARATOR, TOP_MARGIN, reconstruction_grid, selection_grid
 from tests.test_models import random_indices, tiny_spec
@@ -23,11 +23,13 @@ def assert_panels_vary(image: np.ndarray, rows: int, cols: int, size: int, label
     step = size + SEPARATOR
     if labelled:
         assert_labelled(image, rows, cols, size)
-        image = image[TOP_MARGIN:TOP_MARGIN + rows * step - SEPARATOR, LEFT_MARGIN:LEFT_MARGIN + cols * step - SEPARATOR]
+        image = image[
+            TOP_MARGIN : TOP_MARGIN + rows * step - SEPARATOR, LEFT_MARGIN : LEFT_MARGIN + cols * step - SEPARATOR
+        ]
     assert image.shape == (rows * step - SEPARATOR, cols * step - SEPARATOR, 3)
     for r in range(rows):
         for c in range(cols):
-            panel = image[r * step:r * step + size, c * step:c * step + size]
+            panel = image[r * step : r * step + size, c * step : c * step + size]
             assert panel.std() > 1.0, f"panel row {r} column {c} is constant"
 
 
@@ -36,10 +38,10 @@ def assert_labelled(image: np.ndarray, rows: int, cols: int, size: int) -> None:
     step = size + SEPARATOR
     ink = image.min(axis=2) < 128  # dark text on the white margins
     for r in range(rows):
-        assert ink[TOP_MARGIN + r * step:TOP_MARGIN + r * step + size, :LEFT_MARGIN].any(), f"row {r} has no title"
+        assert ink[TOP_MARGIN + r * step : TOP_MARGIN + r * step + size, :LEFT_MARGIN].any(), f"row {r} has no title"
     for c in range(cols):
-        assert ink[:TOP_MARGIN, LEFT_MARGIN + c * step:LEFT_MARGIN + (c + 1) * step].any(), f"column {c} unlabelled"
-    legend = image[TOP_MARGIN + rows * step:]
+        assert ink[:TOP_MARGIN, LEFT_MARGIN + c * step : LEFT_MARGIN + (c + 1) * step].any(), f"column {c} unlabelled"
+    legend = image[TOP_MARGIN + rows * step :]
     colours = {tuple(int(v) for v in px) for px in legend.reshape(-1, 3)}
     assert {(153, 153, 153), (204, 95, 95), (20, 20, 20)} <= colours  # visible, target, dropped swatches
 
@@ -52,7 +54,9 @@ def test_pictures_are_labelled():
     image = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4)
     bare = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, 4, labelled=False)
     assert_panels_vary(image, rows=4, cols=4, size=32, labelled=True)
-    assert np.array_equal(image[TOP_MARGIN:TOP_MARGIN + bare.shape[0], LEFT_MARGIN:LEFT_MARGIN + bare.shape[1]], bare)
+    assert np.array_equal(
+        image[TOP_MARGIN : TOP_MARGIN + bare.shape[0], LEFT_MARGIN : LEFT_MARGIN + bare.shape[1]], bare
+    )
 
 
 def test_reconstruction_grid_geometry_and_content():
@@ -62,12 +66,14 @@ def test_reconstruction_grid_geometry_and_content():
     visible, target = random_indices(1, spec.num_patches, 6, 20)
     pred = torch.randn(20, spec.patch_pixels)
     scores = torch.rand(spec.num_patches)
-    image = reconstruction_grid(video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4,
-                                labelled=False)
+    image = reconstruction_grid(
+        video01, visible[0], target[0], pred, spec, True, scores, frames_to_show=4, labelled=False
+    )
     assert image.dtype == np.uint8
     assert_panels_vary(image, rows=4, cols=4, size=32)
-    assert_panels_vary(reconstruction_grid(video01, visible[0], target[0], pred, spec, False, labelled=False),
-                       rows=3, cols=8, size=32)
+    assert_panels_vary(
+        reconstruction_grid(video01, visible[0], target[0], pred, spec, False, labelled=False), rows=3, cols=8, size=32
+    )
 
 
 def test_selection_grid_has_no_reconstruction_row():
@@ -88,7 +94,7 @@ def video_file(tmp_path_factory) -> Path:
         stream.width, stream.height, stream.pix_fmt = 96, 80, "yuv420p"
         for i in range(24):
             frame = np.tile(np.linspace(0, 120, 96, dtype=np.uint8)[None, :, None], (80, 1, 3))
-            frame[20:44, 4 * i:4 * i + 24] = (250, 220, 40)
+            frame[20:44, 4 * i : 4 * i + 24] = (250, 220, 40)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -135,8 +141,9 @@ def test_visualize_video_file_every_checkpoint_format(root, tmp_path, video_file
         export_videomae(model, ckpt := tmp_path / "model.pth")
     else:
         ckpt = export_huggingface(model, tmp_path / "hf")
-    images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file),
-                  "--frames_to_show", "4")
+    images = _run(
+        root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file), "--frames_to_show", "4"
+    )
     assert len(images) == 1
     assert_panels_vary(images[0], rows=4, cols=4, size=SIZE, labelled=True)
 
@@ -145,8 +152,18 @@ def test_visualize_video_file_every_checkpoint_format(root, tmp_path, video_file
 def test_visualize_baseline_masks_and_decoderless_checkpoints(root, tmp_path, video_file, mask_type):
     classifier = VideoClassifier(_model_for_config(root).spec, num_outputs=5)
     save_everest(classifier, ckpt := tmp_path / "finetuned.pt")
-    images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--video", str(video_file),
-                  "--video", str(video_file), f"model.mask_type={mask_type}", kind="selection")
+    images = _run(
+        root,
+        tmp_path / "out",
+        "--checkpoint",
+        str(ckpt),
+        "--video",
+        str(video_file),
+        "--video",
+        str(video_file),
+        f"model.mask_type={mask_type}",
+        kind="selection",
+    )
     assert len(images) == 2
     for image in images:
         assert_panels_vary(image, rows=3, cols=8, size=SIZE, labelled=True)  # no reconstruction row without a decoder
@@ -156,10 +173,15 @@ def test_visualize_dataset_clips(root, tmp_path):
     pytest.importorskip("everest.data")
     model = _model_for_config(root)
     save_everest(model, ckpt := tmp_path / "model.pt")
-    data = [f"data.synthetic_dir={tmp_path / 'synthetic'}", f"data.cache_dir={tmp_path / 'cache'}",
-            "data.synthetic_videos=4", "data.synthetic_heldout=4"]
-    images = _run(root, tmp_path / "out", "--checkpoint", str(ckpt), "--num_samples", "2",
-                  "--frames_to_show", "8", *data)
+    data = [
+        f"data.synthetic_dir={tmp_path / 'synthetic'}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "data.synthetic_videos=4",
+        "data.synthetic_heldout=4",
+    ]
+    images = _run(
+        root, tmp_path / "out", "--checkpoint", str(ckpt), "--num_samples", "2", "--frames_to_show", "8", *data
+    )
     assert len(images) == 2
     for image in images:
         assert_panels_vary(image, rows=4, cols=8, size=SIZE, labelled=True)
@@ -182,10 +204,18 @@ def test_visualiser_cuts_the_clip_evaluation_cuts(tmp_path, selection):
     record = {"video_id": 0, "num_frames": len(decoded), "label": np.zeros(1), "label_kind": 0}
 
     def both(short_side):
-        cfg = config_from_dict({
-            "model": {"input_size": 32, "patch_size": 8},
-            "training": {"num_frames": 4, "frames_to_sample": 8, "temporal_stride": 2, "frame_selection": selection},
-            "augmentation": {"short_side_size": short_side}})
+        cfg = config_from_dict(
+            {
+                "model": {"input_size": 32, "patch_size": 8},
+                "training": {
+                    "num_frames": 4,
+                    "frames_to_sample": 8,
+                    "temporal_stride": 2,
+                    "frame_selection": selection,
+                },
+                "augmentation": {"short_side_size": short_side},
+            }
+        )
         maker = clip_maker(cfg, "val", multiview=False)
         maker.read_frames = lambda _record, indices: decoded[indices]
         return read_video(path, cfg), maker(record)["video"]

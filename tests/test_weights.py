@@ -22,10 +22,23 @@ transformers = pytest.importorskip("transformers")
 
 
 def hf_config(**changes):
-    values = dict(image_size=32, patch_size=8, num_channels=3, num_frames=4, tubelet_size=2, hidden_size=64,
-                  num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, decoder_hidden_size=32,
-                  decoder_num_hidden_layers=2, decoder_num_attention_heads=2, decoder_intermediate_size=128,
-                  use_mean_pooling=False, norm_pix_loss=True)
+    values = dict(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        num_frames=4,
+        tubelet_size=2,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=2,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=128,
+        use_mean_pooling=False,
+        norm_pix_loss=True,
+    )
     values.update(changes)
     return transformers.VideoMAEConfig(**values)
 
@@ -123,7 +136,9 @@ def test_backbone_mismatch_is_named(tmp_path: Path):
     from everest.models.weights import load_into, read_weights
 
     wider = PretrainAutoencoder(tiny_spec(embed_dim=64))
-    with pytest.raises(WeightsError, match=r"encoder.patch_embed.proj.weight has shape \(48, 3, 2, 8, 8\).*another backbone"):
+    with pytest.raises(
+        WeightsError, match=r"encoder.patch_embed.proj.weight has shape \(48, 3, 2, 8, 8\).*another backbone"
+    ):
         load_into(wider, read_weights(tmp_path / "small.pt").state_dict)
 
 

@@ -63,7 +63,7 @@ def make_demo_sources(out_dir: str | Path, seconds: tuple[int, ...] = DEMO_SECON
             for t in range(count):
                 a = t / (count - 1)
                 x, y = int(x0 + (x1 - x0) * a), int(y0 + (y1 - y0) * a)
-                crop = np.ascontiguousarray(frames[order[t]][y:y + crop_h, x:x + crop_w])
+                crop = np.ascontiguousarray(frames[order[t]][y : y + crop_h, x : x + crop_w])
                 frame = av.VideoFrame.from_ndarray(crop, format="rgb24").reformat(320, 240, format="yuv420p")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode(None))
@@ -80,20 +80,40 @@ def _mean_keyframe_interval(path: str) -> float:
     return len(keys) / max(sum(keys), 1)
 
 
-def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames: int = 16, stride: int = 4,
-              size: int = 224, seed: int = 0) -> dict[str, Any]:
+def run_bench(
+    dataset: str | Path,
+    clips: int = 40,
+    rounds: int = 5,
+    num_frames: int = 16,
+    stride: int = 4,
+    size: int = 224,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Measure both paths; returns the figures (see the module docstring)."""
     torch.set_num_threads(1)
     index = read_index(dataset)
     videos = index["videos"]
-    maker = ClipMaker(mode="train", temporal=Temporal(num_frames, stride, num_frames), size=size, seed=seed,
-                      flip=True)
-    direct = ClipMaker(mode="train", temporal=maker.temporal, size=size, seed=seed, flip=True,
-                       read_frames=lambda record, indices: read_source_frames(record["path"], indices, threads=1))
+    maker = ClipMaker(mode="train", temporal=Temporal(num_frames, stride, num_frames), size=size, seed=seed, flip=True)
+    direct = ClipMaker(
+        mode="train",
+        temporal=maker.temporal,
+        size=size,
+        seed=seed,
+        flip=True,
+        read_frames=lambda record, indices: read_source_frames(record["path"], indices, threads=1),
+    )
     shards = VideoClipDataset(str(dataset), maker)
     ids = [int(StreamingDataset.__getitem__(shards, p)["video_id"]) for p in range(len(shards))]  # no decoding
-    sources = {v["video_id"]: {"video_id": v["video_id"], "num_frames": v["frames"], "path": v["path"],
-                               "label": [], "label_kind": 0} for v in videos}
+    sources = {
+        v["video_id"]: {
+            "video_id": v["video_id"],
+            "num_frames": v["frames"],
+            "path": v["path"],
+            "label": [],
+            "label_kind": 0,
+        }
+        for v in videos
+    }
     rng = np.random.default_rng(seed)
     state: dict[str, Any] = {}
 
@@ -101,17 +121,27 @@ def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames:
         shards.current_epoch = state["round"] = r
         state["picks"] = rng.integers(len(ids), size=clips).tolist()
 
-    paths = {"shards": lambda: [shards[p] for p in state["picks"]],
-             "direct": lambda: [direct(sources[ids[p]], state["round"]) for p in state["picks"]]}
+    paths = {
+        "shards": lambda: [shards[p] for p in state["picks"]],
+        "direct": lambda: [direct(sources[ids[p]], state["round"]) for p in state["picks"]],
+    }
     timings = interleaved(paths, rounds, 0, alternate=True, before_round=draw)
     minutes = sum(v["frames"] / v["fps"] for v in videos) / 60
     source_bytes = sum(v["source_bytes"] for v in videos)
     shard_bytes = index["summary"]["shard_bytes"]
-    figures = {name: {"clips_per_cpu_s": median(clips / s for s in timings.cpu[name]),
-                      "clips_per_wall_s": median(clips / s for s in timings.wall[name])} for name in paths}
+    figures = {
+        name: {
+            "clips_per_cpu_s": median(clips / s for s in timings.cpu[name]),
+            "clips_per_wall_s": median(clips / s for s in timings.wall[name]),
+        }
+        for name in paths
+    }
     return {
         "clip": {"num_frames": num_frames, "stride": stride, "size": size},
-        "videos": len(videos), "video_minutes": minutes, "clips_per_round": clips, "rounds": rounds,
+        "videos": len(videos),
+        "video_minutes": minutes,
+        "clips_per_round": clips,
+        "rounds": rounds,
         "source_size": f"{videos[0]['source_width']}x{videos[0]['source_height']}",
         "stored_size": f"{videos[0]['width']}x{videos[0]['height']}",
         "source_keyframe_interval": statistics.mean(_mean_keyframe_interval(v["path"]) for v in videos),
@@ -127,15 +157,24 @@ def run_bench(dataset: str | Path, clips: int = 40, rounds: int = 5, num_frames:
 
 def format_table(r: dict[str, Any]) -> str:
     c = r["clip"]
-    head = (f"{c['num_frames']}x{c['size']}x{c['size']} clips at stride {c['stride']} from {r['source_size']} sources "
-            f"({r['videos']} videos, {r['video_minutes']:.1f} min; source keyframe every "
-            f"{r['source_keyframe_interval']:.0f} frames; stored {r['stored_size']}, "
-            f"gop {r['storage']['gop']}, bframes {r['storage']['bframes']}); {r['device']}, one worker")
-    rows = [[label, f"{r[name]['clips_per_cpu_s']:.1f}", f"{r[name]['clips_per_wall_s']:.1f}",
-             f"{r[name]['bytes_per_video_minute'] / 1e6:.2f}"]
-            for name, label in (("shards", "shards (everest)"), ("direct", "direct (source files)"))]
-    rows.append(["shards / direct", f"{r['speedup_cpu']:.2f}x", f"{r['speedup_wall']:.2f}x",
-                 f"{r['bytes_ratio']:.2f}x"])
+    head = (
+        f"{c['num_frames']}x{c['size']}x{c['size']} clips at stride {c['stride']} from {r['source_size']} sources "
+        f"({r['videos']} videos, {r['video_minutes']:.1f} min; source keyframe every "
+        f"{r['source_keyframe_interval']:.0f} frames; stored {r['stored_size']}, "
+        f"gop {r['storage']['gop']}, bframes {r['storage']['bframes']}); {r['device']}, one worker"
+    )
+    rows = [
+        [
+            label,
+            f"{r[name]['clips_per_cpu_s']:.1f}",
+            f"{r[name]['clips_per_wall_s']:.1f}",
+            f"{r[name]['bytes_per_video_minute'] / 1e6:.2f}",
+        ]
+        for name, label in (("shards", "shards (everest)"), ("direct", "direct (source files)"))
+    ]
+    rows.append(
+        ["shards / direct", f"{r['speedup_cpu']:.2f}x", f"{r['speedup_wall']:.2f}x", f"{r['bytes_ratio']:.2f}x"]
+    )
     table = markdown_table(["path", "clips/s/worker (CPU)", "clips/s/worker (wall)", "MB per video-minute"], rows)
     return head + "\n\n" + table
 
@@ -156,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (sources / "annotations.csv").is_file():
             make_demo_sources(sources)
         if not (Path(args.dataset) / "everest_index.json").is_file():
-            print(prepare_dataset(sources, args.dataset, sources / "annotations.csv", overwrite=True,
-                                  verbose=False).report())
+            print(
+                prepare_dataset(
+                    sources, args.dataset, sources / "annotations.csv", overwrite=True, verbose=False
+                ).report()
+            )
     figures = run_bench(args.dataset, args.clips, args.rounds, args.num_frames, args.stride, args.size)
     print(format_table(figures))
     if args.json:

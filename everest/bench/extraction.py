@@ -32,11 +32,25 @@ from everest.inference.extract import VideoFeatures, iter_features
 from everest.inference.sampling import Sampling
 from everest.inference.sources import find_videos
 
-SKVIDEO = ["model.backbone=vit-s", "model.input_size=224", "training.num_frames=16", "training.frames_to_sample=16",
-           "training.temporal_stride=4"]
-BUILTIN = ["model.embed_dim=96", "model.depth=4", "model.num_heads=4", "model.input_size=64", "model.patch_size=8",
-           "training.num_frames=8", "training.frames_to_sample=8", "training.temporal_stride=2",
-           "data.normalize_mean=[0.45,0.45,0.45]", "data.normalize_std=[0.225,0.225,0.225]"]
+SKVIDEO = [
+    "model.backbone=vit-s",
+    "model.input_size=224",
+    "training.num_frames=16",
+    "training.frames_to_sample=16",
+    "training.temporal_stride=4",
+]
+BUILTIN = [
+    "model.embed_dim=96",
+    "model.depth=4",
+    "model.num_heads=4",
+    "model.input_size=64",
+    "model.patch_size=8",
+    "training.num_frames=8",
+    "training.frames_to_sample=8",
+    "training.temporal_stride=2",
+    "data.normalize_mean=[0.45,0.45,0.45]",
+    "data.normalize_std=[0.225,0.225,0.225]",
+]
 
 
 def _random_checkpoint(overrides: list[str], path: Path) -> Path:
@@ -64,14 +78,21 @@ class _Extraction:
 
     def __call__(self) -> None:
         stats: dict[str, Any] = {}
-        results = [r for r in iter_features(self.encoder, self.sources, Sampling(), batch_size=self.batch_size,
-                                            stats=stats) if isinstance(r, VideoFeatures)]
+        results = [
+            r
+            for r in iter_features(self.encoder, self.sources, Sampling(), batch_size=self.batch_size, stats=stats)
+            if isinstance(r, VideoFeatures)
+        ]
         self.features = {r.path: r.features for r in results}
         self.stats = {"videos": len(results), "clips": stats["clips"]}
 
     def figures(self, seconds: float) -> dict[str, Any]:
-        return {**self.stats, "seconds": seconds, "videos_per_s": self.stats["videos"] / seconds,
-                "clips_per_s": self.stats["clips"] / seconds}
+        return {
+            **self.stats,
+            "seconds": seconds,
+            "videos_per_s": self.stats["videos"] / seconds,
+            "clips_per_s": self.stats["clips"] / seconds,
+        }
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -79,11 +100,13 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.nn.functional.cosine_similarity(a, b, dim=-1).numpy()
 
 
-def measure(name: str, checkpoint: Path, videos: str, overrides: list[str], batch_size: int,
-            repeats: int = 1) -> dict[str, Any]:
-    runs = {"full": _Extraction(checkpoint, videos, overrides + ["model.mcm=false"], batch_size),
-            "mcm_0.4": _Extraction(checkpoint, videos, overrides + ["model.mcm=true", "model.mcm_ratio=0.4"],
-                                   batch_size)}
+def measure(
+    name: str, checkpoint: Path, videos: str, overrides: list[str], batch_size: int, repeats: int = 1
+) -> dict[str, Any]:
+    runs = {
+        "full": _Extraction(checkpoint, videos, overrides + ["model.mcm=false"], batch_size),
+        "mcm_0.4": _Extraction(checkpoint, videos, overrides + ["model.mcm=true", "model.mcm_ratio=0.4"], batch_size),
+    }
     seconds = interleaved(runs, repeats, 0).medians()
     full, mcm = (runs[k].figures(seconds[k]) for k in runs)
     full_features, mcm_features = runs["full"].features, runs["mcm_0.4"].features
@@ -91,26 +114,56 @@ def measure(name: str, checkpoint: Path, videos: str, overrides: list[str], batc
     stacked = np.concatenate(list(full_features.values()))
     pairs = _cosines(stacked[:, None], stacked[None, :])
     unrelated = pairs[~np.eye(len(stacked), dtype=bool)]
-    return {"collection": name, "full": full, "mcm_0.4": mcm, "speedup": mcm["clips_per_s"] / full["clips_per_s"],
-            "cosine_mean": float(agree.mean()), "cosine_min": float(agree.min()),
-            "cosine_between_windows": float(unrelated.mean()) if unrelated.size else float("nan")}
+    return {
+        "collection": name,
+        "full": full,
+        "mcm_0.4": mcm,
+        "speedup": mcm["clips_per_s"] / full["clips_per_s"],
+        "cosine_mean": float(agree.mean()),
+        "cosine_min": float(agree.min()),
+        "cosine_between_windows": float(unrelated.mean()) if unrelated.size else float("nan"),
+    }
 
 
 def report(rows: list[dict[str, Any]]) -> str:
-    header = ["collection", "videos", "clips", "full videos/s", "full clips/s", "MCM 0.4 videos/s", "MCM 0.4 clips/s",
-              "speed-up", "cosine full vs MCM (mean / min)", "cosine between windows"]
+    header = [
+        "collection",
+        "videos",
+        "clips",
+        "full videos/s",
+        "full clips/s",
+        "MCM 0.4 videos/s",
+        "MCM 0.4 clips/s",
+        "speed-up",
+        "cosine full vs MCM (mean / min)",
+        "cosine between windows",
+    ]
     cells = []
     for r in rows:
         f, m = r["full"], r["mcm_0.4"]
-        cells.append([r["collection"], f["videos"], f["clips"], f"{f['videos_per_s']:.3f}", f"{f['clips_per_s']:.3f}",
-                      f"{m['videos_per_s']:.3f}", f"{m['clips_per_s']:.3f}", f"{r['speedup']:.2f}x",
-                      f"{r['cosine_mean']:.4f} / {r['cosine_min']:.4f}", f"{r['cosine_between_windows']:.4f}"])
+        cells.append(
+            [
+                r["collection"],
+                f["videos"],
+                f["clips"],
+                f"{f['videos_per_s']:.3f}",
+                f"{f['clips_per_s']:.3f}",
+                f"{m['videos_per_s']:.3f}",
+                f"{m['clips_per_s']:.3f}",
+                f"{r['speedup']:.2f}x",
+                f"{r['cosine_mean']:.4f} / {r['cosine_min']:.4f}",
+                f"{r['cosine_between_windows']:.4f}",
+            ]
+        )
     return markdown_table(header, cells, "l" * len(header))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m everest.bench.extraction", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m everest.bench.extraction",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--checkpoint", default=None, help="ViT-S-geometry encoder for the skvideo row")
     parser.add_argument("--builtin-videos", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -124,16 +177,27 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         skvideo = str(sample_video_paths()[0].parent)
         vit_s = Path(args.checkpoint) if args.checkpoint else _random_checkpoint(SKVIDEO, tmp / "vit_s.pt")
-        builtin = generate_collection(tmp / "builtin", SyntheticSpec(train_videos=args.builtin_videos, val_videos=0,
-                                                                      test_videos=0))
-        rows = [measure("skvideo (ViT-S, 16x224)", vit_s, skvideo, SKVIDEO, args.batch_size, args.repeats),
-                measure("built-in (4x96, 8x64)", _random_checkpoint(BUILTIN, tmp / "builtin.pt"),
-                        str(builtin / "videos"), BUILTIN, args.batch_size, args.repeats)]
+        builtin = generate_collection(
+            tmp / "builtin", SyntheticSpec(train_videos=args.builtin_videos, val_videos=0, test_videos=0)
+        )
+        rows = [
+            measure("skvideo (ViT-S, 16x224)", vit_s, skvideo, SKVIDEO, args.batch_size, args.repeats),
+            measure(
+                "built-in (4x96, 8x64)",
+                _random_checkpoint(BUILTIN, tmp / "builtin.pt"),
+                str(builtin / "videos"),
+                BUILTIN,
+                args.batch_size,
+                args.repeats,
+            ),
+        ]
     result = {**environment("cpu"), "rows": rows, "checkpoint": args.checkpoint or "random initialisation (seed 0)"}
     load = result["load_average"]
     print(report(rows))
-    print(f"{describe_device('cpu')}, {result['cpu_count']} cores; load average after the run "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; encoder weights: {result['checkpoint']}")
+    print(
+        f"{describe_device('cpu')}, {result['cpu_count']} cores; load average after the run "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; encoder weights: {result['checkpoint']}"
+    )
     if args.json:
         write_json(args.json, result)
     return 0

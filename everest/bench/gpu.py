@@ -32,23 +32,42 @@ def _clips_per_s(batch: int, c: Comparison, side: str) -> float:
     return batch / (median(c.fwd_bwd_s[side]) + median(c.optimizer_s[side]))
 
 
-SUMMARY = ["step", "batch", "FLOPs EVEREST / baseline", "wall EVEREST / baseline", "wall from FLOPs ratio",
-           "peak GiB EVEREST / baseline", "clips/s ours", "clips/s published", "ours / published",
-           "fwd+bwd memory GiB ours / published"]
+SUMMARY = [
+    "step",
+    "batch",
+    "FLOPs EVEREST / baseline",
+    "wall EVEREST / baseline",
+    "wall from FLOPs ratio",
+    "peak GiB EVEREST / baseline",
+    "clips/s ours",
+    "clips/s published",
+    "ours / published",
+    "fwd+bwd memory GiB ours / published",
+]
 
 
 def summary_row(batch: int, task: str, ev: StrategyResult, base: StrategyResult, c: Comparison) -> list[str]:
     flops, wall = ev.flops / base.flops, ev.wall_s / base.wall_s
     ours, theirs = _clips_per_s(batch, c, "ours"), _clips_per_s(batch, c, "theirs")
     peak = "/".join(f"{c.peak_bytes[s] / 2**30:.2f}" if c.peak_bytes.get(s) else "n/a" for s in ("ours", "theirs"))
-    return [task, str(batch), f"{flops:.3f}", f"{wall:.3f}", f"{100 * (wall / flops - 1):+.1f}%",
-            f"{(ev.peak_mem_bytes or 0) / 2**30:.2f} / {(base.peak_mem_bytes or 0) / 2**30:.2f}",
-            f"{ours:.1f}", f"{theirs:.1f}", f"{ours / theirs:.2f}x", peak]
+    return [
+        task,
+        str(batch),
+        f"{flops:.3f}",
+        f"{wall:.3f}",
+        f"{100 * (wall / flops - 1):+.1f}%",
+        f"{(ev.peak_mem_bytes or 0) / 2**30:.2f} / {(base.peak_mem_bytes or 0) / 2**30:.2f}",
+        f"{ours:.1f}",
+        f"{theirs:.1f}",
+        f"{ours / theirs:.2f}x",
+        peak,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m everest.bench.gpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m everest.bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--published", required=True)
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--repeats", type=int, default=10)
@@ -66,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = spec_for("vit-b", attention_backend="auto", compile=args.compile)
     rows, details, runs = [], [], []
     for batch in args.batches:
-        for task, strategies, baseline in (("pretrain", ["everest", "videomae"], "videomae"),
-                                           ("finetune", ["everest", "none"], "none")):
+        for task, strategies, baseline in (
+            ("pretrain", ["everest", "videomae"], "videomae"),
+            ("finetune", ["everest", "none"], "none"),
+        ):
             bench = build_bench(task, spec, batch, device, dtype, strategies=strategies)
             results = measure(bench, args.repeats, args.warmup, log=log, breakdown=3)
             details.append(markdown(bench, results, args.repeats, "vit-b", (os.getloadavg()[0],) * 2))
@@ -77,16 +98,24 @@ def main(argv: list[str] | None = None) -> int:
             cmp = run(task, mp, mf, batch, args.repeats, args.warmup, device, dtype, False, log, args.compile)
             details.append(render([cmp], batch, device, dtype, (load, os.getloadavg()[0])))
             rows.append(summary_row(batch, task, results["everest"], results[baseline], cmp))
-            runs.append({"task": task, "batch": batch, "strategies": {k: r.to_dict() for k, r in results.items()},
-                         "versus": asdict(cmp)})
+            runs.append(
+                {
+                    "task": task,
+                    "batch": batch,
+                    "strategies": {k: r.to_dict() for k, r in results.items()},
+                    "versus": asdict(cmp),
+                }
+            )
             torch.cuda.empty_cache()
-    head = [f"### ViT-B, 16x224x224, bf16 on {describe_device(device)}{', compiled blocks' if args.compile else ''}",
-            "",
-            "EVEREST against VideoMAE tube masking (pretraining) or all tokens (fine-tuning) in our code; ours "
-            "(EVEREST, MCM 0.4 for fine-tuning) against the published code's fp16 autocast path; clips/s: batch / "
-            "median (forward+backward + optimizer step).",
-            "",
-            markdown_table(SUMMARY, rows)]
+    head = [
+        f"### ViT-B, 16x224x224, bf16 on {describe_device(device)}{', compiled blocks' if args.compile else ''}",
+        "",
+        "EVEREST against VideoMAE tube masking (pretraining) or all tokens (fine-tuning) in our code; ours "
+        "(EVEREST, MCM 0.4 for fine-tuning) against the published code's fp16 autocast path; clips/s: batch / "
+        "median (forward+backward + optimizer step).",
+        "",
+        markdown_table(SUMMARY, rows),
+    ]
     text = "\n".join(head) + "\n\n" + "\n\n".join(details) + "\n"
     print(text)
     Path(args.out).write_text(text)

@@ -125,8 +125,9 @@ def _meter(device: torch.device) -> CudaMeter | RssMeter | None:
         return None
 
 
-def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print,
-            breakdown: int = 0) -> dict[str, StrategyResult]:
+def measure(
+    bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str], None] = print, breakdown: int = 0
+) -> dict[str, StrategyResult]:
     """Counted FLOPs, median wall time, peak memory and (breakdown > 0) per-stage medians of
     every strategy's training step."""
     flops: dict[str, int] = {}
@@ -143,9 +144,18 @@ def measure(bench: Bench, repeats: int = 3, warmup: int = 1, log: Callable[[str]
     for w in bench.workloads:
         peak, step, held = memory_step(bench, w, meter) if meter else (None, None, None)
         results[w.name] = StrategyResult(
-            label=w.label, flops=flops[w.name], model_flops=w.model_flops.total,
-            recompute_flops=w.model_flops.recompute, stage_s=stages.get(w.name, {}),
-            wall_s=median(walls[w.name]), peak_mem_bytes=peak, step_mem_bytes=step,
-            activation_bytes=held, encoder_tokens=counts[w.name].encoder, decoder_tokens=counts[w.name].decoder,
-            wall_s_all=walls[w.name], device=describe_device(bench.device))
+            label=w.label,
+            flops=flops[w.name],
+            model_flops=w.model_flops.total,
+            recompute_flops=w.model_flops.recompute,
+            stage_s=stages.get(w.name, {}),
+            wall_s=median(walls[w.name]),
+            peak_mem_bytes=peak,
+            step_mem_bytes=step,
+            activation_bytes=held,
+            encoder_tokens=counts[w.name].encoder,
+            decoder_tokens=counts[w.name].decoder,
+            wall_s_all=walls[w.name],
+            device=describe_device(bench.device),
+        )
     return results

@@ -111,8 +111,14 @@ def import_published(folder: str):
 
 
 def _config(task: str, compile_blocks: bool = False):
-    model = {"backbone": "vit-b", "attention_backend": "sdpa", "mask_type": "motion-centric",
-             "motion_centric_masking_ratio": RHO, "mask_ratio": MASK_RATIO, "normalize_target": True}
+    model = {
+        "backbone": "vit-b",
+        "attention_backend": "sdpa",
+        "mask_type": "motion-centric",
+        "motion_centric_masking_ratio": RHO,
+        "mask_ratio": MASK_RATIO,
+        "normalize_target": True,
+    }
     if task == "finetune":
         model.update(mcm=True, mcm_ratio=MCM_RATIO, num_classes=CLASSES)
     return config_from_dict({"model": model, "features": {"compile": compile_blocks}})
@@ -125,23 +131,45 @@ def _published_targets(video: Tensor) -> Tensor:
     std = torch.tensor(STD, device=video.device)[None, :, None, None, None]
     patches = rearrange(video * std + mean, "b c (t p0) (h p1) (w p2) -> b (t h w) (p0 p1 p2) c", p0=2, p1=16, p2=16)
     normed = (patches - patches.mean(dim=-2, keepdim=True)) / (
-        patches.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+        patches.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6
+    )
     return rearrange(normed, "b n p c -> b n (p c)")
 
 
 def _published_pretrain(mp, device: torch.device) -> nn.Module:
     return mp.PretrainVisionTransformer(
-        img_size=224, patch_size=16, encoder_embed_dim=768, encoder_depth=12, encoder_num_heads=12,
-        decoder_num_classes=1536, decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6, mlp_ratio=4,
-        qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), motion_centric_masking=True,
-        motion_centric_masking_ratio=RHO, masking_ratio=MASK_RATIO).to(device)
+        img_size=224,
+        patch_size=16,
+        encoder_embed_dim=768,
+        encoder_depth=12,
+        encoder_num_heads=12,
+        decoder_num_classes=1536,
+        decoder_embed_dim=384,
+        decoder_depth=4,
+        decoder_num_heads=6,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        motion_centric_masking=True,
+        motion_centric_masking_ratio=RHO,
+        masking_ratio=MASK_RATIO,
+    ).to(device)
 
 
 def _published_classifier(mf, device: torch.device) -> nn.Module:
     return mf.VisionTransformer(
-        patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=CLASSES, init_scale=0.001, mcm=True,
-        mcm_ratio=MCM_RATIO).to(device)
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=CLASSES,
+        init_scale=0.001,
+        mcm=True,
+        mcm_ratio=MCM_RATIO,
+    ).to(device)
 
 
 def _classifier_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -166,12 +194,15 @@ def _pretrain_sides(mp, video: Tensor, dtype: torch.dtype, gpu_autocast: torch.d
             labels = patches[~target_mask].reshape(video.shape[0], -1, patches.shape[-1])
             return F.mse_loss(pred, labels)
 
-    return (Side(ours, lambda: ours(video, noise)[0], _fused_adamw(ours)),
-            Side(theirs, theirs_forward, torch.optim.AdamW(theirs.parameters(), lr=1e-4), gpu_autocast))
+    return (
+        Side(ours, lambda: ours(video, noise)[0], _fused_adamw(ours)),
+        Side(theirs, theirs_forward, torch.optim.AdamW(theirs.parameters(), lr=1e-4), gpu_autocast),
+    )
 
 
-def _finetune_sides(mf, video: Tensor, labels: Tensor, dtype: torch.dtype, gpu_autocast: torch.dtype | None,
-                    compile_blocks: bool):
+def _finetune_sides(
+    mf, video: Tensor, labels: Tensor, dtype: torch.dtype, gpu_autocast: torch.dtype | None, compile_blocks: bool
+):
     from everest.tasks.finetune import FinetuneTask
 
     theirs = _published_classifier(mf, video.device)
@@ -183,8 +214,10 @@ def _finetune_sides(mf, video: Tensor, labels: Tensor, dtype: torch.dtype, gpu_a
         with torch.autocast("cuda", dtype=gpu_autocast, enabled=gpu_autocast is not None):
             return F.cross_entropy(theirs(video), labels)
 
-    return (Side(ours, lambda: ours(video, labels)[0], _fused_adamw(ours)),
-            Side(theirs, theirs_forward, torch.optim.AdamW(theirs.parameters(), lr=1e-4), gpu_autocast))
+    return (
+        Side(ours, lambda: ours(video, labels)[0], _fused_adamw(ours)),
+        Side(theirs, theirs_forward, torch.optim.AdamW(theirs.parameters(), lr=1e-4), gpu_autocast),
+    )
 
 
 def _fused_adamw(module: nn.Module) -> torch.optim.Optimizer:
@@ -195,8 +228,9 @@ def _grads(module: nn.Module, loss_fn: Callable[[], Tensor]) -> tuple[float, dic
     module.zero_grad(set_to_none=True)
     loss = loss_fn()
     loss.backward()
-    grads = {n.removeprefix("model."): p.grad.detach().clone() for n, p in module.named_parameters()
-             if p.grad is not None}
+    grads = {
+        n.removeprefix("model."): p.grad.detach().clone() for n, p in module.named_parameters() if p.grad is not None
+    }
     module.zero_grad(set_to_none=True)
     return loss.item(), grads
 
@@ -235,7 +269,9 @@ def check_pretrain(mp, video: Tensor, cmp: Comparison) -> None:
     cmp.loss_ours, our_grads = _grads(task.module, ours_loss)
     cmp.same_tokens = all(
         torch.equal(masks[k][b].nonzero()[:, 0], selection[k][b].sort().values)
-        for k in ("visible", "target") for b in range(video.shape[0]))
+        for k in ("visible", "target")
+        for b in range(video.shape[0])
+    )
     cmp.max_grad_rel_err = _rel_err(our_grads, their_grads)
 
 
@@ -277,20 +313,38 @@ def _optimizer_step(side: Side) -> None:
     side.optimizer.zero_grad(set_to_none=True)
 
 
-def run(task: str, mp, mf, batch: int, repeats: int, warmup: int, device: torch.device,
-        dtype: torch.dtype, check: bool, log: Callable[[str], None], compile_blocks: bool = False) -> Comparison:
+def run(
+    task: str,
+    mp,
+    mf,
+    batch: int,
+    repeats: int,
+    warmup: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    check: bool,
+    log: Callable[[str], None],
+    compile_blocks: bool = False,
+) -> Comparison:
     torch.manual_seed(0)
-    video = ((torch.rand(batch, 3, 16, 224, 224) - torch.tensor(MEAN).view(1, 3, 1, 1, 1))
-             / torch.tensor(STD).view(1, 3, 1, 1, 1)).to(device)
+    video = (
+        (torch.rand(batch, 3, 16, 224, 224) - torch.tensor(MEAN).view(1, 3, 1, 1, 1))
+        / torch.tensor(STD).view(1, 3, 1, 1, 1)
+    ).to(device)
     labels = torch.randint(CLASSES, (batch,)).to(device)
     cmp = Comparison(task)
     if check:
         (check_pretrain(mp, video, cmp) if task == "pretrain" else check_finetune(mf, video, labels, cmp))
-        log(f"{task} check: loss ours {cmp.loss_ours:.6f} theirs {cmp.loss_theirs:.6f}, same tokens "
-            f"{cmp.same_tokens}, largest relative gradient difference {cmp.max_grad_rel_err:.2e}")
+        log(
+            f"{task} check: loss ours {cmp.loss_ours:.6f} theirs {cmp.loss_theirs:.6f}, same tokens "
+            f"{cmp.same_tokens}, largest relative gradient difference {cmp.max_grad_rel_err:.2e}"
+        )
     autocast = torch.float16 if device.type == "cuda" and dtype != torch.float32 else None
-    ours, theirs = (_pretrain_sides(mp, video, dtype, autocast, compile_blocks) if task == "pretrain"
-                    else _finetune_sides(mf, video, labels, dtype, autocast, compile_blocks))
+    ours, theirs = (
+        _pretrain_sides(mp, video, dtype, autocast, compile_blocks)
+        if task == "pretrain"
+        else _finetune_sides(mf, video, labels, dtype, autocast, compile_blocks)
+    )
     sides = {"ours": ours, "theirs": theirs}
     for name, side in sides.items():  # the first warm-up step, FLOP-counted
         setattr(cmp, f"flops_{name}", count_flops(partial(_fwd_bwd, side)))
@@ -306,48 +360,85 @@ def run(task: str, mp, mf, batch: int, repeats: int, warmup: int, device: torch.
     return cmp
 
 
-def render(results: list[Comparison], batch: int, device: torch.device, dtype: torch.dtype,
-           load: tuple[float, float]) -> str:
+def render(
+    results: list[Comparison], batch: int, device: torch.device, dtype: torch.dtype, load: tuple[float, float]
+) -> str:
     theirs_dtype = "fp16 autocast" if device.type == "cuda" and dtype != torch.float32 else "fp32"
-    lines = [f"### Ours vs the published EVEREST code: ViT-B, batch {batch}, 16x224x224",
-             "",
-             f"{describe_device(device)}, torch {torch.__version__}; ours {str(dtype).removeprefix('torch.')}, "
-             f"published {theirs_dtype}; median of {len(results[0].fwd_bwd_s['ours'])} interleaved steps; "
-             f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs); step "
-             "memory: peak of one forward+backward above what was held before it.",
-             ""]
+    lines = [
+        f"### Ours vs the published EVEREST code: ViT-B, batch {batch}, 16x224x224",
+        "",
+        f"{describe_device(device)}, torch {torch.__version__}; ours {str(dtype).removeprefix('torch.')}, "
+        f"published {theirs_dtype}; median of {len(results[0].fwd_bwd_s['ours'])} interleaved steps; "
+        f"load average {load[0]:.2f} at the start, {load[1]:.2f} at the end ({os.cpu_count()} CPUs); step "
+        "memory: peak of one forward+backward above what was held before it.",
+        "",
+    ]
     rows = []
     for c in results:
         med, opt = medians(c.fwd_bwd_s), medians(c.optimizer_s)
         whole = {k: med[k] + opt[k] for k in med}
-        peak = ("n/a" if c.peak_bytes.get("ours") is None else
-                f"{c.peak_bytes['ours'] / 2**30:.2f} / {c.peak_bytes['theirs'] / 2**30:.2f}")
-        rows.append([c.task, f"{c.flops_ours / 1e9:.1f} / {c.flops_theirs / 1e9:.1f}", f"{med['ours']:.3f}",
-                     f"{med['theirs']:.3f}", f"{med['ours'] / med['theirs']:.3f}", f"{opt['ours']:.3f}",
-                     f"{opt['theirs']:.3f}", f"{whole['ours'] / whole['theirs']:.3f}",
-                     f"{whole['theirs'] / whole['ours']:.2f}x", peak])
-    lines.append(markdown_table(["step", "GFLOPs ours / published", "fwd+bwd s ours", "fwd+bwd s published", "ratio",
-                                 "optimizer s ours", "optimizer s published", "whole step ratio",
-                                 "clips/s ours / published", "step memory GiB ours / published"], rows))
+        peak = (
+            "n/a"
+            if c.peak_bytes.get("ours") is None
+            else f"{c.peak_bytes['ours'] / 2**30:.2f} / {c.peak_bytes['theirs'] / 2**30:.2f}"
+        )
+        rows.append(
+            [
+                c.task,
+                f"{c.flops_ours / 1e9:.1f} / {c.flops_theirs / 1e9:.1f}",
+                f"{med['ours']:.3f}",
+                f"{med['theirs']:.3f}",
+                f"{med['ours'] / med['theirs']:.3f}",
+                f"{opt['ours']:.3f}",
+                f"{opt['theirs']:.3f}",
+                f"{whole['ours'] / whole['theirs']:.3f}",
+                f"{whole['theirs'] / whole['ours']:.2f}x",
+                peak,
+            ]
+        )
+    lines.append(
+        markdown_table(
+            [
+                "step",
+                "GFLOPs ours / published",
+                "fwd+bwd s ours",
+                "fwd+bwd s published",
+                "ratio",
+                "optimizer s ours",
+                "optimizer s published",
+                "whole step ratio",
+                "clips/s ours / published",
+                "step memory GiB ours / published",
+            ],
+            rows,
+        )
+    )
     for c in results:
         if c.loss_ours is not None:
-            lines.append(f"\n{c.task}: same weights, batch and tokens (same sets: {c.same_tokens}): loss "
-                         f"{c.loss_ours:.6f} ours, {c.loss_theirs:.6f} published; largest relative gradient "
-                         f"difference over the parameters {c.max_grad_rel_err:.2e}")
+            lines.append(
+                f"\n{c.task}: same weights, batch and tokens (same sets: {c.same_tokens}): loss "
+                f"{c.loss_ours:.6f} ours, {c.loss_theirs:.6f} published; largest relative gradient "
+                f"difference over the parameters {c.max_grad_rel_err:.2e}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m everest.bench.versus", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m everest.bench.versus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--published", required=True, help="folder with the published modeling_*.py")
     parser.add_argument("--task", nargs="+", default=["pretrain", "finetune"], choices=["pretrain", "finetune"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="ours (auto: bf16 on CUDA, the published side then under fp16 autocast; fp32 on CPU)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="ours (auto: bf16 on CUDA, the published side then under fp16 autocast; fp32 on CPU)",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the equality check (it runs in fp32)")
     parser.add_argument("--compile", action="store_true", help="ours with features.compile (timed after warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -355,15 +446,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(
-        args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+        args.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32
+    )
     mp, mf = import_published(args.published)
     load_before = os.getloadavg()[0]
     log = partial(print, file=sys.stderr)
-    results = [run(task, mp, mf, args.batch, args.repeats, args.warmup, device, dtype,
-                   not args.no_check and dtype == torch.float32, log, args.compile) for task in args.task]
+    results = [
+        run(
+            task,
+            mp,
+            mf,
+            args.batch,
+            args.repeats,
+            args.warmup,
+            device,
+            dtype,
+            not args.no_check and dtype == torch.float32,
+            log,
+            args.compile,
+        )
+        for task in args.task
+    ]
     print(render(results, args.batch, device, dtype, (load_before, os.getloadavg()[0])))
     if args.json:
         write_json(args.json, {**environment(device), "comparisons": [asdict(c) for c in results]})

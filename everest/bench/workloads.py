@@ -69,17 +69,26 @@ def train_step(bench: Bench, workload: Workload) -> StepTokens:
 
 def bench_config(spec: VideoViTSpec, model: dict) -> Config:
     """A Config with the benchmark's geometry and the given model keys; the rest default."""
-    return config_from_dict({"model": {"input_size": spec.input_size, "patch_size": spec.patch_size,
-                                       "tubelet_size": spec.tubelet_size, **model},
-                             "training": {"num_frames": spec.num_frames}})
+    return config_from_dict(
+        {
+            "model": {
+                "input_size": spec.input_size,
+                "patch_size": spec.patch_size,
+                "tubelet_size": spec.tubelet_size,
+                **model,
+            },
+            "training": {"num_frames": spec.num_frames},
+        }
+    )
 
 
 def _model_input(clip: Tensor, cfg: Config, device: torch.device) -> Tensor:
     return to_model_input(clip, cfg.data.normalize_mean, cfg.data.normalize_std, device, torch.float32)
 
 
-def _pretrain_forward(objective: PretrainObjective, cfg: Config, clip: Tensor, device: torch.device,
-                      seed: int) -> Callable[[], tuple[Tensor, StepTokens]]:
+def _pretrain_forward(
+    objective: PretrainObjective, cfg: Config, clip: Tensor, device: torch.device, seed: int
+) -> Callable[[], tuple[Tensor, StepTokens]]:
     """The pretraining step's forward: the task's inputs, then `PretrainObjective.forward`."""
     index, n = torch.arange(clip.shape[0]), objective.model.spec.num_patches
 
@@ -94,8 +103,9 @@ def _pretrain_forward(objective: PretrainObjective, cfg: Config, clip: Tensor, d
     return forward
 
 
-def _all_tokens_forward(objective: PretrainObjective, cfg: Config, clip: Tensor,
-                        device: torch.device) -> Callable[[], tuple[Tensor, StepTokens]]:
+def _all_tokens_forward(
+    objective: PretrainObjective, cfg: Config, clip: Tensor, device: torch.device
+) -> Callable[[], tuple[Tensor, StepTokens]]:
     """No masking: encoder and decoder over all N tokens, pixels predicted for every token. The
     objective has no such mode, so this is a small explicit forward over its model and its target
     normalisation, with the objective's stage names (the encoder stage holds the decoder too)."""
@@ -115,16 +125,24 @@ def _all_tokens_forward(objective: PretrainObjective, cfg: Config, clip: Tensor,
             pred = model.decoder(x, n)
         with torch.profiler.record_function("loss"):
             with torch.no_grad():
-                pixels = pixel_targets(video, target, spec.tubelet_size, spec.patch_size, objective.normalize_target,
-                                       mean=objective.mean, std=objective.std)
+                pixels = pixel_targets(
+                    video,
+                    target,
+                    spec.tubelet_size,
+                    spec.patch_size,
+                    objective.normalize_target,
+                    mean=objective.mean,
+                    std=objective.std,
+                )
             loss = F.mse_loss(pred.float(), pixels)
         return loss, StepTokens(batch * n, batch * n)
 
     return forward
 
 
-def _finetune_forward(objective: FinetuneObjective, cfg: Config, clip: Tensor, labels: Tensor,
-                      device: torch.device) -> Callable[[], tuple[Tensor, StepTokens]]:
+def _finetune_forward(
+    objective: FinetuneObjective, cfg: Config, clip: Tensor, labels: Tensor, device: torch.device
+) -> Callable[[], tuple[Tensor, StepTokens]]:
     """The fine-tuning step's forward: the task's inputs, then `FinetuneObjective.forward`."""
     counts = token_counts(cfg)
     kept = counts["mcm_kept"] if cfg.model.mcm else counts["tokens"]
@@ -150,14 +168,25 @@ def _chosen(labels: dict[str, str], strategies: Sequence[str] | None, baseline: 
     if strategies is None:
         return list(labels.items())
     if set(strategies) - set(labels) or baseline not in strategies:
-        raise ValueError(f"strategies {list(strategies)}: choose from {list(labels)}, including the baseline "
-                         f"{baseline!r}")
+        raise ValueError(
+            f"strategies {list(strategies)}: choose from {list(labels)}, including the baseline {baseline!r}"
+        )
     return [(name, label) for name, label in labels.items() if name in strategies]
 
 
-def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device, dtype: torch.dtype,
-                seed: int = 0, rho: float = 0.7, mask_ratio: float = 0.9, mcm_ratio: float = 0.4,
-                num_classes: int = 400, strategies: Sequence[str] | None = None) -> Bench:
+def build_bench(
+    task: str,
+    spec: VideoViTSpec,
+    batch: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int = 0,
+    rho: float = 0.7,
+    mask_ratio: float = 0.9,
+    mcm_ratio: float = 0.4,
+    num_classes: int = 400,
+    strategies: Sequence[str] | None = None,
+) -> Bench:
     """Model, AdamW, one random batch and the strategies' steps for `task` (all strategies, or
     the listed ones, which must include the baseline)."""
     torch.manual_seed(seed)
@@ -165,15 +194,27 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
     clip = _clip_batch(spec, batch, generator)
     if task == "pretrain":
         model = PretrainAutoencoder(spec).to(device, dtype)
-        labels = {"everest": f"EVEREST motion-centric (rho {rho}, mask {mask_ratio})",
-                  "videomae": f"VideoMAE tube (mask {mask_ratio})", "none": "no masking"}
+        labels = {
+            "everest": f"EVEREST motion-centric (rho {rho}, mask {mask_ratio})",
+            "videomae": f"VideoMAE tube (mask {mask_ratio})",
+            "none": "no masking",
+        }
         workloads = []
         for name, label in _chosen(labels, strategies, "videomae"):
-            cfg = bench_config(spec, {"mask_type": MASK_TYPES.get(name, "tube"), "mask_ratio": mask_ratio,
-                                      "motion_centric_masking_ratio": rho})
+            cfg = bench_config(
+                spec,
+                {
+                    "mask_type": MASK_TYPES.get(name, "tube"),
+                    "mask_ratio": mask_ratio,
+                    "motion_centric_masking_ratio": rho,
+                },
+            )
             objective = PretrainObjective(model, cfg).to(device)
-            forward = (_pretrain_forward(objective, cfg, clip, device, seed) if name in MASK_TYPES
-                       else _all_tokens_forward(objective, cfg, clip, device))
+            forward = (
+                _pretrain_forward(objective, cfg, clip, device, seed)
+                if name in MASK_TYPES
+                else _all_tokens_forward(objective, cfg, clip, device)
+            )
             flops = pretrain_flops(spec, pretrain_plan(name, spec, rho, mask_ratio)).scaled(batch)
             workloads.append(Workload(name, label, flops, forward, objective if name in MASK_TYPES else None))
         baseline = "videomae"
@@ -183,12 +224,20 @@ def build_bench(task: str, spec: VideoViTSpec, batch: int, device: torch.device,
         labels = {"everest": f"EVEREST MCM (mcm_ratio {mcm_ratio})", "none": "all tokens (VideoMAE)"}
         workloads = []
         for name, label in _chosen(labels, strategies, "none"):
-            cfg = bench_config(spec, {"task_type": "classification", "num_classes": num_classes,
-                                      "mcm": name == "everest", "mcm_ratio": mcm_ratio})
+            cfg = bench_config(
+                spec,
+                {
+                    "task_type": "classification",
+                    "num_classes": num_classes,
+                    "mcm": name == "everest",
+                    "mcm_ratio": mcm_ratio,
+                },
+            )
             objective = FinetuneObjective(model, cfg).to(device).train()
             flops = finetune_flops(spec, finetune_plan(name, spec, mcm_ratio), num_classes).scaled(batch)
-            workloads.append(Workload(name, label, flops, _finetune_forward(objective, cfg, clip, classes, device),
-                                      objective))
+            workloads.append(
+                Workload(name, label, flops, _finetune_forward(objective, cfg, clip, classes, device), objective)
+            )
         baseline = "none"
     else:
         raise ValueError(f"unknown task {task!r}; choose 'pretrain' or 'finetune'")

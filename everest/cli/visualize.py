@@ -99,8 +99,14 @@ def read_video(path: str | Path, cfg: Config, start_frame: int = 0) -> Tensor:
     if not frames:
         raise ValueError(f"{path}: no video frames after frame {start_frame}")
     window = candidate_window(len(frames), t.frames_to_sample, t.temporal_stride, start=0)
-    views, _ = evaluation_views(np.stack(frames).__getitem__, [window], Temporal.of(t), cfg.model.input_size,
-                                cfg.augmentation.short_side_size, crops=1)
+    views, _ = evaluation_views(
+        np.stack(frames).__getitem__,
+        [window],
+        Temporal.of(t),
+        cfg.model.input_size,
+        cfg.augmentation.short_side_size,
+        crops=1,
+    )
     return views[0, 0]
 
 

@@ -11,8 +11,11 @@ command line) load without torch and litdata.
 from importlib import import_module
 from typing import Any
 
-_EXPORTS = {"build_dataloader": "everest.data.loader", "prepare_dataset": "everest.data.prepare",
-            "to_model_input": "everest.data.transforms"}
+_EXPORTS = {
+    "build_dataloader": "everest.data.loader",
+    "prepare_dataset": "everest.data.prepare",
+    "to_model_input": "everest.data.transforms",
+}
 
 __all__ = list(_EXPORTS)
 

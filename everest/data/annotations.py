@@ -74,7 +74,8 @@ def read_annotations(path: str | Path, videos_dir: str | Path) -> Annotations:
         first = {len(labels): n for n, _, labels in reversed(rows)}
         raise AnnotationError(
             f"{path}: lines carry different numbers of labels: "
-            + ", ".join(f"{d} (line {first[d]})" for d in sorted(dims)))
+            + ", ".join(f"{d} (line {first[d]})" for d in sorted(dims))
+        )
     entries, is_int = [], True
     for video_id, (number, video, labels) in enumerate(rows):
         values = []

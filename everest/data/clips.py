@@ -8,8 +8,9 @@ have seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,9 +18,17 @@ from torch import Tensor
 
 from everest.data.annotations import CLASS_LABEL, UNLABELED
 from everest.data.codec import decode_frames
-from everest.data.transforms import (ClipRandAugment, ClipRandomErasing, horizontal_flip, multi_scale_crop_box,
-                                     random_resized_crop_box, resize_short_side, resized_crop, spatial_crop_boxes)
 from everest.data.frames import candidate_window, select_frame_indices, uniform_indices
+from everest.data.transforms import (
+    ClipRandAugment,
+    ClipRandomErasing,
+    horizontal_flip,
+    multi_scale_crop_box,
+    random_resized_crop_box,
+    resize_short_side,
+    resized_crop,
+    spatial_crop_boxes,
+)
 
 Mode = Literal["train", "eval", "multiview"]
 LabelTarget = Literal["raw", "regression"]
@@ -95,8 +104,9 @@ class ClipMaker:
     # ------------------------------------------------------------------------------ modes
 
     def _train_clip(self, record: Mapping[str, Any], rng: np.random.Generator) -> Tensor:
-        clips, _ = decode_windows(lambda indices: self.read_frames(record, indices), [self._window(record, None, rng)],
-                                  self.temporal)
+        clips, _ = decode_windows(
+            lambda indices: self.read_frames(record, indices), [self._window(record, None, rng)], self.temporal
+        )
         clip = torch.from_numpy(clips[0])
         _, height, width, _ = clip.shape
         if self.train_crop == "multi_scale":
@@ -114,8 +124,9 @@ class ClipMaker:
 
     def _eval_views(self, record: Mapping[str, Any], starts: list[int | None], crops: int) -> Tensor:
         windows = [self._window(record, start, None) for start in starts]
-        views, _ = evaluation_views(lambda indices: self.read_frames(record, indices), windows, self.temporal,
-                                    self.size, self.short_side, crops)
+        views, _ = evaluation_views(
+            lambda indices: self.read_frames(record, indices), windows, self.temporal, self.size, self.short_side, crops
+        )
         return views.flatten(0, 1)
 
     # ------------------------------------------------------------------------------ labels
@@ -138,8 +149,9 @@ def segment_starts(num_frames: int, span: int, segments: int) -> list[int]:
     return [int(k * latest / (segments - 1)) for k in range(segments)]
 
 
-def decode_windows(read: Callable[[np.ndarray], np.ndarray], windows: Sequence[np.ndarray],
-                   temporal: Temporal) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def decode_windows(
+    read: Callable[[np.ndarray], np.ndarray], windows: Sequence[np.ndarray], temporal: Temporal
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The clip (uint8 [F, H, W, 3]) of each window of candidate frame indices, decoded with one
     `read(indices)` call, and the frame indices each clip kept. Under uniform selection only the
     kept frames are decoded; information-intensive selection decodes every candidate."""
@@ -152,8 +164,14 @@ def decode_windows(read: Callable[[np.ndarray], np.ndarray], windows: Sequence[n
     return [c[k] for c, k in zip(candidates, keep)], [w[k] for w, k in zip(windows, keep)]
 
 
-def evaluation_views(read: Callable[[np.ndarray], np.ndarray], windows: Sequence[np.ndarray], temporal: Temporal,
-                     size: int, short_side: int | None, crops: int) -> tuple[Tensor, list[np.ndarray]]:
+def evaluation_views(
+    read: Callable[[np.ndarray], np.ndarray],
+    windows: Sequence[np.ndarray],
+    temporal: Temporal,
+    size: int,
+    short_side: int | None,
+    crops: int,
+) -> tuple[Tensor, list[np.ndarray]]:
     """Video -> evaluation clips, the one recipe of evaluation, inference and the visualiser:
     each window's kept frames (`decode_windows`), short side resized to `short_side` (default
     `size`), cut into `crops` size x size crops along the long side. Returns uint8 views
@@ -163,5 +181,5 @@ def evaluation_views(read: Callable[[np.ndarray], np.ndarray], windows: Sequence
     for clip in clips:
         clip = resize_short_side(torch.from_numpy(np.ascontiguousarray(clip)), short_side or size)
         boxes = spatial_crop_boxes(clip.shape[1], clip.shape[2], size, crops)
-        views.append(torch.stack([clip[:, top:top + h, left:left + w] for top, left, h, w in boxes]))
+        views.append(torch.stack([clip[:, top : top + h, left : left + w] for top, left, h, w in boxes]))
     return torch.stack(views).contiguous(), picks

@@ -13,10 +13,10 @@ a demuxer. See docs/data.md for the measurements behind the defaults.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import av
 import numpy as np
@@ -125,11 +125,17 @@ class H264Writer:
         self._codec.width, self._codec.height, self._codec.pix_fmt = width, height, self._format
         self._codec.time_base, self._codec.framerate = 1 / rate, rate
         self._codec.thread_count = threads
-        params = (f"keyint={s.gop}:min-keyint={s.gop}:scenecut=0:bframes={s.bframes}:b-adapt=0"
-                  ":b-pyramid=none:open-gop=0:repeat-headers=1")
+        params = (
+            f"keyint={s.gop}:min-keyint={s.gop}:scenecut=0:bframes={s.bframes}:b-adapt=0"
+            ":b-pyramid=none:open-gop=0:repeat-headers=1"
+        )
         quality = {"qp": "0"} if s.lossless else {"crf": str(s.crf)}
-        self._codec.options = {**quality, "preset": s.preset, "x264-params": params,
-                               **({"tune": s.tune} if s.tune else {})}
+        self._codec.options = {
+            **quality,
+            "preset": s.preset,
+            "x264-params": params,
+            **({"tune": s.tune} if s.tune else {}),
+        }
         self._scaler = VideoReformatter()
         self._packets: list[av.Packet] = []
         self._count = 0
@@ -139,9 +145,15 @@ class H264Writer:
         if self._format == "rgb24":
             picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="rgb24", threads=1)
         else:
-            picture = self._scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p",
-                                            threads=1, src_color_range=frame.color_range or None,
-                                            dst_color_range="MPEG")
+            picture = self._scaler.reformat(
+                frame,
+                width=self.width,
+                height=self.height,
+                format="yuv420p",
+                threads=1,
+                src_color_range=frame.color_range or None,
+                dst_color_range="MPEG",
+            )
         picture.pts, picture.time_base = self._count, self._codec.time_base
         picture.pict_type = av.video.frame.PictureType.NONE  # source frame types must not force ours
         self._packets += self._codec.encode(picture)
@@ -158,9 +170,12 @@ class H264Writer:
             data=b"".join(chunks),
             packet_offsets=np.cumsum([0] + [len(c) for c in chunks], dtype=np.int64),
             packet_frames=np.array([p.pts for p in self._packets], dtype=np.int32),
-            packet_kinds=np.array([_packet_kind(c, p.is_keyframe) for c, p in zip(chunks, self._packets)],
-                                  dtype=np.uint8),
-            width=self.width, height=self.height, fps=self.fps,
+            packet_kinds=np.array(
+                [_packet_kind(c, p.is_keyframe) for c, p in zip(chunks, self._packets)], dtype=np.uint8
+            ),
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
         )
 
 
@@ -237,7 +252,7 @@ def decode_frames(record: Mapping, indices: Sequence[int], threads: int = 1) -> 
                 decoded[frame.pts] = _rgb(frame)
 
     for j in feed.tolist():
-        packet = av.Packet(data[offsets[j]:offsets[j + 1]])
+        packet = av.Packet(data[offsets[j] : offsets[j + 1]])
         packet.pts = int(frames[j])
         keep(codec.decode(packet))
     keep(codec.decode(None))

@@ -24,8 +24,11 @@ POLICIES = ("uniform", "information")
 
 
 def candidate_window(
-    video_length: int, frames_to_sample: int, temporal_stride: int = 1,
-    start: int | None = None, rng: np.random.Generator | None = None,
+    video_length: int,
+    frames_to_sample: int,
+    temporal_stride: int = 1,
+    start: int | None = None,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Frame indices of a window of `frames_to_sample` frames, `temporal_stride` apart.
 

@@ -45,7 +45,8 @@ def _dataset_location(cfg: Config, split: str) -> str:
         if not cfg.data.synthetic:
             raise ConfigError(
                 f"data.{split}_optimized_dir is not set: point it at a folder (or s3:// URL) prepared with "
-                "`python launch/prepare_data.py`, or set data.synthetic=true for the built-in videos")
+                "`python launch/prepare_data.py`, or set data.synthetic=true for the built-in videos"
+            )
         from everest.data.builtin.synthetic import ensure_builtin_dataset
 
         labels = "speed" if cfg.model.task_type == "regression" else "motion"
@@ -55,13 +56,17 @@ def _dataset_location(cfg: Config, split: str) -> str:
         return location
     path = Path(location).expanduser()
     if not (path / "index.json").is_file():
-        raise ConfigError(f"data.{split}_optimized_dir={location}: no prepared dataset there (index.json missing); "
-                          "create it with `python launch/prepare_data.py --videos ... --output ...`")
+        raise ConfigError(
+            f"data.{split}_optimized_dir={location}: no prepared dataset there (index.json missing); "
+            "create it with `python launch/prepare_data.py --videos ... --output ...`"
+        )
     try:
         json.loads((path / "index.json").read_text())
     except (OSError, ValueError) as err:
-        raise ConfigError(f"data.{split}_optimized_dir={location}: index.json cannot be read ({err}); "
-                          "prepare the dataset again with `python launch/prepare_data.py ... --overwrite`") from None
+        raise ConfigError(
+            f"data.{split}_optimized_dir={location}: index.json cannot be read ({err}); "
+            "prepare the dataset again with `python launch/prepare_data.py ... --overwrite`"
+        ) from None
     return str(path.resolve())
 
 
@@ -80,7 +85,8 @@ def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
         flip=a.horizontal_flip,
         rand_augment=ClipRandAugment(a.rand_augment, d.normalize_mean) if train and a.rand_augment else None,
         random_erasing=ClipRandomErasing(a.reprob, d.normalize_mean, d.normalize_std)
-        if train and a.reprob > 0 else None,
+        if train and a.reprob > 0
+        else None,
         segments=t.test_num_segment if multiview else 1,
         crops=t.test_num_crop if multiview else 1,
         label_target="regression" if m.task_type == "regression" else "raw",
@@ -90,12 +96,15 @@ def clip_maker(cfg: Config, split: str, multiview: bool) -> ClipMaker:
 def _check_world() -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        raise RuntimeError(f"WORLD_SIZE={world} but torch.distributed is not initialised: initialise it before "
-                           "build_dataloader so that every rank reads its own shard")
+        raise RuntimeError(
+            f"WORLD_SIZE={world} but torch.distributed is not initialised: initialise it before "
+            "build_dataloader so that every rank reads its own shard"
+        )
 
 
-def build_dataloader(cfg: Config, split: str, *, shuffle: bool | None = None,
-                     multiview: bool | None = None) -> VideoDataLoader:
+def build_dataloader(
+    cfg: Config, split: str, *, shuffle: bool | None = None, multiview: bool | None = None
+) -> VideoDataLoader:
     """The loader of `split` ('train', 'val' or 'test') for this rank; see the module docstring
     for the batch format. `shuffle` defaults to True for 'train' only; `multiview` (test-time
     segments x crops) to True for 'test' only."""
@@ -118,6 +127,6 @@ def build_dataloader(cfg: Config, split: str, *, shuffle: bool | None = None,
         subsample=float(d.subset_ratio or 1.0),
     )
     batch_size = t.batch_size if split == "train" else (t.val_batch_size or t.batch_size)
-    return VideoDataLoader(dataset, batch_size=batch_size, num_workers=t.num_workers,
-                           pin_memory=t.pin_memory and torch.cuda.is_available())
-
+    return VideoDataLoader(
+        dataset, batch_size=batch_size, num_workers=t.num_workers, pin_memory=t.pin_memory and torch.cuda.is_available()
+    )

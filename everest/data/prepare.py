@@ -20,8 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from everest.data.annotations import (CLASS_LABEL, REGRESSION_LABEL, UNLABELED, Annotations, VideoEntry,
-                                      list_videos, read_annotations)
+from everest.data.annotations import (
+    CLASS_LABEL,
+    REGRESSION_LABEL,
+    UNLABELED,
+    Annotations,
+    VideoEntry,
+    list_videos,
+    read_annotations,
+)
 from everest.data.codec import StorageSettings, VideoReadError, transcode
 
 INDEX_NAME = "everest_index.json"
@@ -100,10 +107,17 @@ class _Transcoder:
         video = transcode(entry.path, self.settings)
         if video.num_frames < self.min_frames:
             raise VideoReadError(f"too short: {video.num_frames} frames < min_frames={self.min_frames}")
-        report.update(frames=video.num_frames, fps=video.fps, width=video.width, height=video.height,
-                      source_width=video.source_size[0], source_height=video.source_size[1],
-                      label=list(entry.label), bytes=video.stored_bytes,
-                      source_bytes=source_bytes)
+        report.update(
+            frames=video.num_frames,
+            fps=video.fps,
+            width=video.width,
+            height=video.height,
+            source_width=video.source_size[0],
+            source_height=video.source_size[1],
+            label=list(entry.label),
+            bytes=video.stored_bytes,
+            source_bytes=source_bytes,
+        )
         return {
             "video_id": entry.video_id,
             **video.as_record(),
@@ -157,18 +171,28 @@ def prepare_dataset(
             print(f"preparing {len(table.entries)} videos into {output} with {workers} worker(s)", flush=True)
         # litdata's banners and per-worker chatter go to stdout: keep only its progress bar (stderr)
         with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            optimize(fn=fn, inputs=list(range(len(table.entries))), output_dir=str(output), num_workers=workers,
-                     chunk_bytes=chunk_bytes, verbose=verbose, start_method="fork")
+            optimize(
+                fn=fn,
+                inputs=list(range(len(table.entries))),
+                output_dir=str(output),
+                num_workers=workers,
+                chunk_bytes=chunk_bytes,
+                verbose=verbose,
+                start_method="fork",
+            )
         reports = _read_reports(Path(report_dir))
     if len(reports) < len(table.entries):
         shutil.rmtree(output, ignore_errors=True)
-        raise PrepareError(f"{len(table.entries) - len(reports)} of {len(table.entries)} videos were never "
-                           "processed: the preparation workers died (see their errors above)")
+        raise PrepareError(
+            f"{len(table.entries) - len(reports)} of {len(table.entries)} videos were never "
+            "processed: the preparation workers died (see their errors above)"
+        )
     summary = PrepareSummary(output, [r for r in reports if "reason" not in r], [r for r in reports if "reason" in r])
     if not summary.videos:
         shutil.rmtree(output, ignore_errors=True)
-        raise PrepareError("no video could be prepared:\n" + "\n".join(f"  {r['path']}: {r['reason']}"
-                                                                      for r in summary.skipped))
+        raise PrepareError(
+            "no video could be prepared:\n" + "\n".join(f"  {r['path']}: {r['reason']}" for r in summary.skipped)
+        )
     summary.shard_bytes = sum(p.stat().st_size for p in output.glob("*.bin"))
     index = {
         "format": "everest-video-shards/1",
@@ -178,8 +202,13 @@ def prepare_dataset(
         "label_dim": table.label_dim,
         "videos_dir": str(Path(videos).resolve()),
         "annotations": str(Path(annotations).resolve()) if annotations is not None else None,
-        "summary": {"written": len(summary.videos), "skipped": len(summary.skipped), "hours": summary.hours,
-                    "shard_bytes": summary.shard_bytes, "source_bytes": summary.source_bytes},
+        "summary": {
+            "written": len(summary.videos),
+            "skipped": len(summary.skipped),
+            "hours": summary.hours,
+            "shard_bytes": summary.shard_bytes,
+            "source_bytes": summary.source_bytes,
+        },
         "videos": summary.videos,
         "skipped": summary.skipped,
     }
@@ -202,4 +231,3 @@ def source_paths(dataset: str | Path) -> dict[int, str]:
         return {int(v["video_id"]): str(v["path"]) for v in read_index(dataset)["videos"]}
     except (OSError, ValueError, KeyError):
         return {}
-

@@ -21,8 +21,11 @@ def _client_config(cloud_type: str | None):
     import botocore
     from botocore.config import Config
 
-    options = dict(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
-                   retries={"max_attempts": ATTEMPTS, "mode": "standard"})
+    options = dict(
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+    )
     if cloud_type == "s3_public":
         options["signature_version"] = botocore.UNSIGNED
     return Config(**options)
@@ -57,13 +60,15 @@ def check_remote_dataset(url: str, cloud_type: str | None) -> None:
     try:
         client.head_object(Bucket=parsed.netloc, Key=key)
     except NoCredentialsError:
-        raise ConnectionError(f"{url}: no AWS credentials found; for a public bucket set "
-                              "data.cloud_type='s3_public'") from None
+        raise ConnectionError(
+            f"{url}: no AWS credentials found; for a public bucket set data.cloud_type='s3_public'"
+        ) from None
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NotFound"):
-            raise FileNotFoundError(f"{url}: no index.json there; is it a dataset prepared with "
-                                    "launch/prepare_data.py?") from None
+            raise FileNotFoundError(
+                f"{url}: no index.json there; is it a dataset prepared with launch/prepare_data.py?"
+            ) from None
         raise ConnectionError(f"{url}: cannot read s3://{parsed.netloc}/{key} ({code or err})") from None
     except BotoCoreError as err:
         raise ConnectionError(f"{url}: cannot reach S3 (cloud_type={cloud_type!r}): {err}") from None

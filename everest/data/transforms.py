@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +36,9 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
             np.random.set_state(np_state)
 
 
-def multi_scale_crop_box(height: int, width: int, scales: Sequence[float], rng: np.random.Generator,
-                         max_distort: int = 1) -> Box:
+def multi_scale_crop_box(
+    height: int, width: int, scales: Sequence[float], rng: np.random.Generator, max_distort: int = 1
+) -> Box:
     """VideoMAE's GroupMultiScaleCrop: crop sides drawn from `scales` x the short side (the two
     sides at most `max_distort` scale steps apart), placed at one of 13 fixed positions."""
     base = min(height, width)
@@ -45,14 +46,18 @@ def multi_scale_crop_box(height: int, width: int, scales: Sequence[float], rng: 
     pairs = [(h, w) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= max_distort]
     crop_h, crop_w = pairs[rng.integers(len(pairs))]
     step_h, step_w = (height - crop_h) // 4, (width - crop_w) // 4
-    grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (0, 2), (4, 2), (2, 0), (2, 4),
-            (1, 1), (1, 3), (3, 1), (3, 3)]
+    grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (0, 2), (4, 2), (2, 0), (2, 4), (1, 1), (1, 3), (3, 1), (3, 3)]
     gy, gx = grid[rng.integers(len(grid))]
     return gy * step_h, gx * step_w, crop_h, crop_w
 
 
-def random_resized_crop_box(height: int, width: int, seed: int, scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Box:
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    seed: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> Box:
     """torchvision's RandomResizedCrop box (VideoMAE fine-tuning's crop), drawn under `seed`."""
     from torchvision.transforms import RandomResizedCrop
 
@@ -63,7 +68,7 @@ def random_resized_crop_box(height: int, width: int, seed: int, scale: tuple[flo
 def resized_crop(clip: Tensor, box: Box, size: int) -> Tensor:
     """uint8 [F, H, W, 3] -> the `box` region resized to [F, size, size, 3] (antialiased)."""
     top, left, h, w = box
-    region = clip[:, top:top + h, left:left + w].permute(0, 3, 1, 2)  # channels-last view: fast uint8 path
+    region = clip[:, top : top + h, left : left + w].permute(0, 3, 1, 2)  # channels-last view: fast uint8 path
     return TF.resize(region, [size, size], antialias=True).permute(0, 2, 3, 1)
 
 
@@ -140,8 +145,13 @@ class ClipRandomErasing:
         return out.permute(0, 2, 3, 1).contiguous()
 
 
-def to_model_input(video: Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str,
-                   dtype: torch.dtype = torch.float32) -> Tensor:
+def to_model_input(
+    video: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """uint8 clips [..., F, H, W, 3] -> normalised `dtype` [..., 3, F, H, W] on `device`.
 
     `mean` and `std` are per-channel in [0, 1] units; the conversion runs on the device, so only

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # torch-free at import: the command line checks the folder be
     from everest.engine.distributed import DistInfo
 
 INDEX_FILE = "everest_checkpoints.json"
+
+
 def monitor_mode(monitor: str, mode: str) -> str:
     """'min' or 'max' for the monitored metric ('auto': accuracies and R^2 are maximised)."""
     if mode != "auto":
@@ -68,7 +70,8 @@ def ensure_fresh_dir(checkpoint_dir: str | Path, resume: str | None) -> None:
     if tag is not None:
         raise CheckpointDirInUse(
             f"checkpoint.dir={checkpoint_dir} already holds a run (latest checkpoint {tag}); continue it with "
-            f"--resume auto, or start a new run with checkpoint.dir=NEW_FOLDER (and logging.log_dir=NEW_FOLDER)")
+            f"--resume auto, or start a new run with checkpoint.dir=NEW_FOLDER (and logging.log_dir=NEW_FOLDER)"
+        )
 
 
 def find_resume_point(resume: str | None, checkpoint_dir: str | Path) -> ResumePoint | None:
@@ -126,8 +129,18 @@ class CheckpointManager:
             roles.add("last")
         return roles
 
-    def save(self, engine, *, epoch: int, step: int, metrics: dict[str, float], client_state: dict[str, Any],
-             rank_state: dict[str, Any], meta: dict[str, Any], final: bool = False) -> str | None:
+    def save(
+        self,
+        engine,
+        *,
+        epoch: int,
+        step: int,
+        metrics: dict[str, float],
+        client_state: dict[str, Any],
+        rank_state: dict[str, Any],
+        meta: dict[str, Any],
+        final: bool = False,
+    ) -> str | None:
         """Save if the policy wants this epoch; returns the tag written (every rank agrees)."""
         if not self.cfg.enable:
             return None
@@ -141,8 +154,9 @@ class CheckpointManager:
 
         tag = f"{self.cfg.prefix}epoch{epoch:04d}_step{step:08d}"
         if any(e["tag"] == tag for e in self.others):
-            raise CheckpointDirInUse(f"checkpoint.dir={self.dir}: tag {tag} belongs to another run; "
-                                     "start this run in its own checkpoint.dir")
+            raise CheckpointDirInUse(
+                f"checkpoint.dir={self.dir}: tag {tag} belongs to another run; start this run in its own checkpoint.dir"
+            )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             engine.save_checkpoint(str(self.dir), tag=tag, client_state=client_state, save_latest=False)
@@ -152,7 +166,8 @@ class CheckpointManager:
             previous = (self.dir / "latest").read_text().strip() if (self.dir / "latest").is_file() else "none"
             raise CheckpointSaveError(
                 f"saving checkpoint {tag} in {self.dir} failed ({err}); the previous checkpoint "
-                f"({previous}) is intact and 'latest' still points to it") from err
+                f"({previous}) is intact and 'latest' still points to it"
+            ) from err
         barrier()
         if self.dist.is_main:
             (self.dir / tag / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -165,11 +180,13 @@ class CheckpointManager:
             if "last" in roles:
                 entry["roles"] = [r for r in entry["roles"] if r != "last"]
         self.index = [e for e in self.index if e["tag"] != tag]
-        self.index.append({"tag": tag, "epoch": epoch, "step": step, "metric": metric, "roles": sorted(roles),
-                           "run": self.run})
-        ranked = sorted((e for e in self.index if "top_k" in e["roles"]),
-                        key=lambda e: e["metric"], reverse=self.mode == "max")
-        for entry in ranked[self.cfg.save_top_k:]:
+        self.index.append(
+            {"tag": tag, "epoch": epoch, "step": step, "metric": metric, "roles": sorted(roles), "run": self.run}
+        )
+        ranked = sorted(
+            (e for e in self.index if "top_k" in e["roles"]), key=lambda e: e["metric"], reverse=self.mode == "max"
+        )
+        for entry in ranked[self.cfg.save_top_k :]:
             entry["roles"].remove("top_k")
         if self.cfg.strict_top_k:  # only the top k survive; the new tag stays as the resume point
             for entry in self.index[:-1]:
@@ -200,8 +217,11 @@ def choose_checkpoint(path: str | Path) -> tuple[Path, str]:
     index = json.loads((path / INDEX_FILE).read_text()) if (path / INDEX_FILE).is_file() else {}
     entries = index.get("checkpoints", [])
     run = next((e.get("run") for e in entries if e["tag"] == latest), None)
-    ranked = [e for e in entries if e.get("run") == run and "top_k" in e["roles"] and e.get("metric") is not None
-              and (path / e["tag"]).is_dir()]
+    ranked = [
+        e
+        for e in entries
+        if e.get("run") == run and "top_k" in e["roles"] and e.get("metric") is not None and (path / e["tag"]).is_dir()
+    ]
     if not ranked:
         return path / latest, "latest (no checkpoint ranked by a monitored metric)"
     pick = max if index.get("mode", "min") == "max" else min

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -76,16 +76,19 @@ def _normalise(key: str, value: Any) -> Any:
     return float(value)
 
 
-def resolve_ds_config(cfg: Config, ds_json: dict[str, Any], *, world_size: int, on_gpu: bool,
-                      source: str = "DeepSpeed config") -> dict[str, Any]:
+def resolve_ds_config(
+    cfg: Config, ds_json: dict[str, Any], *, world_size: int, on_gpu: bool, source: str = "DeepSpeed config"
+) -> dict[str, Any]:
     """Fill "auto" values from `cfg`, take explicit JSON values the YAML left at defaults
     (updating `cfg`), refuse contradictions, and return the dict for deepspeed.initialize
     (without the optimizer section: we pass our own optimizer)."""
     ds = copy.deepcopy(ds_json)
     explicit = explicit_keys(cfg)
     if "scheduler" in ds:
-        raise ConfigError(f"{source}: remove the 'scheduler' section; the learning-rate schedule is set in the "
-                          "YAML (optimizer.warmup_steps / warmup_epochs / min_lr)")
+        raise ConfigError(
+            f"{source}: remove the 'scheduler' section; the learning-rate schedule is set in the "
+            "YAML (optimizer.warmup_steps / warmup_epochs / min_lr)"
+        )
     for path, key in OWNED.items():
         json_value = _get(ds, path)
         if json_value is None or json_value == "auto":
@@ -95,7 +98,7 @@ def resolve_ds_config(cfg: Config, ds_json: dict[str, Any], *, world_size: int, 
         if key in explicit and json_value != yaml_value:
             raise ConfigError(
                 f"{source}: '{'.'.join(path)}' is {json_value!r} but the YAML sets {key}={yaml_value!r}; "
-                f"make them agree or set the JSON value to \"auto\""
+                f'make them agree or set the JSON value to "auto"'
             )
         _yaml_set(cfg, key, json_value)
     for path, key in OWNED.items():

@@ -47,7 +47,7 @@ class StopFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -17,8 +17,13 @@ from everest.config import Config, save_config
 def git_revision(repo: Path) -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if rev.returncode != 0:
@@ -36,8 +41,15 @@ class RunLogger:
     a no-op on the others. A resumed run (start_step > 0) appends to its run folder: TensorBoard
     shows one run, and events past the resumed step (logged after its checkpoint) are purged."""
 
-    def __init__(self, cfg: Config, ds_config: dict[str, Any], is_main: bool, total_steps: int, start_step: int = 0,
-                 run_name: str | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        ds_config: dict[str, Any],
+        is_main: bool,
+        total_steps: int,
+        start_step: int = 0,
+        run_name: str | None = None,
+    ):
         self.is_main = is_main
         self.run_dir = Path(cfg.logging.log_dir) / (run_name or cfg.logging.run_name or new_run_name())
         self.writer = None
@@ -52,8 +64,9 @@ class RunLogger:
         (self.run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2))
         (self.run_dir / "git_revision.txt").write_text(git_revision(Path(__file__).resolve().parents[2]) + "\n")
         self.writer = SummaryWriter(str(self.run_dir), purge_step=start_step or None)
-        self.bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True,
-                        mininterval=1.0, unit="step")
+        self.bar = tqdm(
+            total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=1.0, unit="step"
+        )
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:

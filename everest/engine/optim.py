@@ -25,8 +25,9 @@ def _no_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0,
-                 num_layers: int | None = None) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, layer_decay: float = 1.0, num_layers: int | None = None
+) -> list[dict]:
     """Groups keyed by (decay or not, layer); each carries `lr_scale` and `apply_decay`."""
     skip = _no_decay_names(model)
     groups: dict[tuple[bool, int], dict] = {}
@@ -38,10 +39,16 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0
         decay = not (ndim <= 1 or name.endswith(".bias") or any(name.endswith(s) for s in skip))
         layer = layer_id_for(name.split("model.", 1)[-1], num_layers) if num_layers is not None else 0
         scale = layer_decay ** (num_layers + 1 - layer) if num_layers is not None else 1.0
-        group = groups.setdefault((decay, layer), {
-            "params": [], "weight_decay": weight_decay if decay else 0.0,
-            "apply_decay": decay, "lr_scale": scale, "names": [],
-        })
+        group = groups.setdefault(
+            (decay, layer),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "apply_decay": decay,
+                "lr_scale": scale,
+                "names": [],
+            },
+        )
         group["params"].append(param)
         group["names"].append(name)
     return list(groups.values())
@@ -64,8 +71,9 @@ def build_optimizer(groups: list[dict], cfg: Config, cpu_offload: bool) -> torch
     return torch.optim.AdamW(plain, fused=fused or None, **kwargs)
 
 
-def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
-                    warmup_start: float = 0.0) -> np.ndarray:
+def cosine_schedule(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> np.ndarray:
     """One value per step: linear warmup from warmup_start to base, then cosine to final."""
     total_steps = max(total_steps, 1)
     warmup_steps = min(warmup_steps, total_steps)

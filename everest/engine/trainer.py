@@ -12,15 +12,15 @@ from __future__ import annotations
 import random
 import resource
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 import kernels
-
 from everest.config import Config, resolve_path
 from everest.engine import checkpoint as ckpt
 from everest.engine.distributed import DistInfo, all_reduce_min, all_reduce_sum, barrier, broadcast_object
@@ -37,6 +37,7 @@ from everest.engine.logger import RunLogger, new_run_name
 from everest.engine.optim import Schedules, build_optimizer
 from everest.engine.task import StepContext, Task
 from everest.metrics import reduce_sums
+
 
 class NonFiniteLossError(FloatingPointError):
     """Too many optimizer steps in a row had a NaN/inf loss."""
@@ -93,9 +94,17 @@ def _universal_point(point: ckpt.ResumePoint, dist_info: DistInfo) -> ckpt.Resum
 
         from deepspeed.checkpoint.ds_to_universal import main as to_universal
 
-        to_universal(Namespace(input_folder=str(point.load_dir / point.tag), output_folder=str(out),
-                               num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
-                               strict=True, inject_missing_state=False))
+        to_universal(
+            Namespace(
+                input_folder=str(point.load_dir / point.tag),
+                output_folder=str(out),
+                num_extract_workers=1,
+                num_merge_workers=1,
+                keep_temp_folder=False,
+                strict=True,
+                inject_missing_state=False,
+            )
+        )
     barrier()
     return ckpt.ResumePoint(point.load_dir, out.name)
 
@@ -113,8 +122,9 @@ class _Position:
     run: str | None = None  # the run's name (its log folder and its checkpoints' owner)
 
 
-def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, train_loader, rank: int,
-             batches_per_epoch: int) -> _Position:
+def _restore(
+    engine, task: Task, point: ckpt.ResumePoint, same_world: bool, train_loader, rank: int, batches_per_epoch: int
+) -> _Position:
     """Load the DeepSpeed state and, on the same world size, the exact per-rank position
     (RNG streams, epoch sums, data-loader position)."""
     _, client = engine.load_checkpoint(str(point.load_dir), tag=point.tag)
@@ -124,8 +134,14 @@ def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, trai
     if state["batch_in_epoch"] >= batches_per_epoch:  # saved at an epoch end: start the next one
         pos = _Position(state["epoch"] + 1, state["step"], skipped_steps=skipped, run=run)
     else:
-        pos = _Position(state["epoch"], state["step"], state["batch_in_epoch"],
-                        skip_batches=state["batch_in_epoch"], skipped_steps=skipped, run=run)
+        pos = _Position(
+            state["epoch"],
+            state["step"],
+            state["batch_in_epoch"],
+            skip_batches=state["batch_in_epoch"],
+            skipped_steps=skipped,
+            run=run,
+        )
     rank_state = ckpt.load_rank_state(point, rank) if same_world else None
     if rank_state is not None:
         _set_rng_state(rank_state["rng"])
@@ -139,11 +155,18 @@ def _restore(engine, task: Task, point: ckpt.ResumePoint, same_world: bool, trai
 
 def _resolved_ds(cfg: Config, dist_info: DistInfo, ds_config_path: str | None) -> dict[str, Any]:
     ds_path = resolve_path(ds_config_path or cfg.training.deepspeed_config)
-    return resolve_ds_config(cfg, load_ds_json(ds_path), world_size=dist_info.world_size,
-                             on_gpu=dist_info.device.type == "cuda", source=str(ds_path))
+    return resolve_ds_config(
+        cfg,
+        load_ds_json(ds_path),
+        world_size=dist_info.world_size,
+        on_gpu=dist_info.device.type == "cuda",
+        source=str(ds_path),
+    )
 
 
-def build_task(cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds_config_path: str | None = None) -> Task:
+def build_task(
+    cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds_config_path: str | None = None
+) -> Task:
     """Build the task's model the same way on every rank (seeded). Under ZeRO-3 it is built inside
     deepspeed.zero.Init, so each rank only ever holds its own partition of the weights."""
     torch.manual_seed(cfg.training.seed)
@@ -157,8 +180,16 @@ def build_task(cfg: Config, dist_info: DistInfo, factory: Callable[[], Task], ds
         return factory()
 
 
-def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loader: Iterable | None = None,
-        ds_config_path: str | None = None, resume: str | None = None) -> FitResult:
+def fit(
+    cfg: Config,
+    task: Task,
+    *,
+    train_loader,
+    dist_info: DistInfo,
+    val_loader: Iterable | None = None,
+    ds_config_path: str | None = None,
+    resume: str | None = None,
+) -> FitResult:
     """Train `task` per `cfg`; every rank calls this with its own loader shard.
 
     A fresh run (no `resume`) refuses a checkpoint.dir that already holds a run. SIGINT/SIGTERM
@@ -194,8 +225,17 @@ def fit(cfg: Config, task: Task, *, train_loader, dist_info: DistInfo, val_loade
 class Loop:
     """One run of the loop: the state its steps share (engine, position, logger, checkpoints)."""
 
-    def __init__(self, cfg: Config, task: Task, engine, ds: dict[str, Any], dist_info: DistInfo, train_loader,
-                 val_loader: Iterable | None, stop: StopFlag):
+    def __init__(
+        self,
+        cfg: Config,
+        task: Task,
+        engine,
+        ds: dict[str, Any],
+        dist_info: DistInfo,
+        train_loader,
+        val_loader: Iterable | None,
+        stop: StopFlag,
+    ):
         t = cfg.training
         self.cfg, self.task, self.engine, self.ds, self.dist = cfg, task, engine, ds, dist_info
         self.train_loader, self.val_loader, self.stop = train_loader, val_loader, stop
@@ -214,8 +254,13 @@ class Loop:
         self.window = {"loss": 0.0, "n": 0, "clips": 0, "tokens": 0, "data_s": 0.0, "start": time.perf_counter()}
 
     def context(self) -> StepContext:
-        return StepContext(epoch=self.pos.epoch, step=self.pos.step, seed=self.cfg.training.seed,
-                           device=self.dist.device, dtype=self.dtype)
+        return StepContext(
+            epoch=self.pos.epoch,
+            step=self.pos.step,
+            seed=self.cfg.training.seed,
+            device=self.dist.device,
+            dtype=self.dtype,
+        )
 
     def run(self) -> FitResult:
         """Epochs until max_epochs / max_steps or a stop signal; then the final picture and summary."""
@@ -223,19 +268,23 @@ class Loop:
         # A resumed run keeps its name: TensorBoard appends to the same run folder.
         pos.run = broadcast_object(pos.run or self.cfg.logging.run_name or new_run_name())
         self.manager = ckpt.CheckpointManager(self.cfg.checkpoint, self.dist, run=pos.run)
-        self.logger = RunLogger(self.cfg, self.ds, self.dist.is_main, self.stop_at, start_step=pos.step,
-                                run_name=pos.run)
+        self.logger = RunLogger(
+            self.cfg, self.ds, self.dist.is_main, self.stop_at, start_step=pos.step, run_name=pos.run
+        )
         result.run_dir = self.logger.run_dir
         self.logger.print(
             f"everest: {self.dist.world_size} rank(s) on {self.dist.device.type}, ZeRO stage {zero_stage(self.ds)}, "
             f"{self.dtype}, {self.steps_per_epoch} steps/epoch, stopping at step {self.stop_at}; "
-            f"run folder {self.logger.run_dir}")
+            f"run folder {self.logger.run_dir}"
+        )
         self.engine.train()
         if self._stop_requested():  # a signal during set-up: nothing trained, nothing to save
             self._stopped()
         elif pos.step >= self.stop_at or pos.epoch >= self.cfg.training.max_epochs:
-            self.logger.print(f"nothing to train: the resumed run already reached step {pos.step} (epoch {pos.epoch}); "
-                              "raise training.max_epochs or training.max_steps to continue it")
+            self.logger.print(
+                f"nothing to train: the resumed run already reached step {pos.step} (epoch {pos.epoch}); "
+                "raise training.max_epochs or training.max_steps to continue it"
+            )
         while pos.epoch < self.cfg.training.max_epochs and pos.step < self.stop_at and not result.interrupted:
             self.train_epoch()
             epoch_done = pos.batch_in_epoch >= self.batches_per_epoch
@@ -278,22 +327,28 @@ class Loop:
         out = self.task.training_step(engine, batch, self.context())
         loss_value = out.loss.detach().float()
         bad = not bool(torch.isfinite(loss_value))
-        flags = all_reduce_sum(torch.stack([
-            torch.nan_to_num(loss_value, nan=0.0, posinf=0.0, neginf=0.0),
-            torch.tensor(float(bad), device=loss_value.device),
-            torch.tensor(float(self.stop.raised), device=loss_value.device),
-        ]))
+        flags = all_reduce_sum(
+            torch.stack(
+                [
+                    torch.nan_to_num(loss_value, nan=0.0, posinf=0.0, neginf=0.0),
+                    torch.tensor(float(bad), device=loss_value.device),
+                    torch.tensor(float(self.stop.raised), device=loss_value.device),
+                ]
+            )
+        )
         pos.batch_in_epoch += 1
         if flags[1] > 0:  # skip on every rank together
             result.skipped_steps += 1
             self.consecutive_bad += 1
-            self.logger.print(f"non-finite loss at epoch {pos.epoch} step {pos.step}: skipped "
-                              f"({self.consecutive_bad} in a row)")
+            self.logger.print(
+                f"non-finite loss at epoch {pos.epoch} step {pos.step}: skipped ({self.consecutive_bad} in a row)"
+            )
             if self.consecutive_bad >= t.max_consecutive_nonfinite:
                 raise NonFiniteLossError(
                     f"{self.consecutive_bad} consecutive micro-batches had a non-finite loss (epoch {pos.epoch}, "
                     f"step {pos.step}); lower optimizer.lr, check the data, or raise "
-                    "training.max_consecutive_nonfinite")
+                    "training.max_consecutive_nonfinite"
+                )
             return False
         self.consecutive_bad = 0
         engine.backward(out.loss)
@@ -331,10 +386,12 @@ class Loop:
         elapsed = max(time.perf_counter() - self.window["start"], 1e-9)
         grad_norm = self.engine.get_global_grad_norm()
         scalars = {
-            "train_loss": step_loss, "lr": self.lr,
+            "train_loss": step_loss,
+            "lr": self.lr,
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
             "loss_scale": float(getattr(self.engine.optimizer, "cur_scale", 1.0) or 1.0),
-            "clips_per_s": self.window["clips"] / elapsed, "tokens_per_s": self.window["tokens"] / elapsed,
+            "clips_per_s": self.window["clips"] / elapsed,
+            "tokens_per_s": self.window["tokens"] / elapsed,
             "data_wait_fraction": self.window["data_s"] / elapsed,
             "peak_memory_gb": _peak_memory_bytes(self.dist.device) / 2**30,
             "skipped_steps": self.result.skipped_steps,
@@ -362,14 +419,32 @@ class Loop:
         if self.result.interrupted and not self.cfg.checkpoint.save_on_interrupt:
             return
         pos, task = self.pos, self.task
-        client_state = {"everest": {"epoch": pos.epoch, "step": pos.step, "batch_in_epoch": pos.batch_in_epoch,
-                                    "skipped_steps": self.result.skipped_steps, "run": pos.run},
-                        "task": task.extra_state()}
-        rank_state = {"rng": _rng_state(), "epoch_sums": pos.sums,
-                      "loader": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None}
+        client_state = {
+            "everest": {
+                "epoch": pos.epoch,
+                "step": pos.step,
+                "batch_in_epoch": pos.batch_in_epoch,
+                "skipped_steps": self.result.skipped_steps,
+                "run": pos.run,
+            },
+            "task": task.extra_state(),
+        }
+        rank_state = {
+            "rng": _rng_state(),
+            "epoch_sums": pos.sums,
+            "loader": self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None,
+        }
         meta = {**task.checkpoint_meta(), "world_size": self.dist.world_size, "zero_stage": zero_stage(self.ds)}
-        tag = self.manager.save(self.engine, epoch=pos.epoch, step=pos.step, metrics=metrics,
-                                client_state=client_state, rank_state=rank_state, meta=meta, final=final)
+        tag = self.manager.save(
+            self.engine,
+            epoch=pos.epoch,
+            step=pos.step,
+            metrics=metrics,
+            client_state=client_state,
+            rank_state=rank_state,
+            meta=meta,
+            final=final,
+        )
         self.result.last_tag = tag or self.result.last_tag
 
     def finish(self) -> FitResult:
@@ -382,8 +457,9 @@ class Loop:
         result.peak_memory_bytes = _peak_memory_bytes(self.dist.device)
         if result.interrupted:
             saved = f"saved checkpoint {result.last_tag}" if result.last_tag else "no checkpoint saved"
-            self.logger.print(f"interrupted at step {pos.step}; {saved}; continue with the same command plus "
-                              "--resume auto")
+            self.logger.print(
+                f"interrupted at step {pos.step}; {saved}; continue with the same command plus --resume auto"
+            )
         self.logger.close()
         return result
 
@@ -395,6 +471,8 @@ class Loop:
         """Some rank got SIGINT/SIGTERM: every rank stops here and agrees on which signal it was."""
         self.result.interrupted = True
         self.result.signal = -all_reduce_min(-(self.stop.signum or 0), self.dist.device) or None
+
+
 def _epoch_metrics(task: Task, sums: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
     reduced = reduce_sums(sums)
     metrics = {"train_loss_epoch": reduced["loss"] / max(reduced["clips"], 1.0)}

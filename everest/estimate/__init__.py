@@ -5,5 +5,12 @@ token on a tiny block). `launch/estimate.py` prints `report.render(report.estima
 from everest.estimate.flops import StepFlops, count_flops, finetune_flops, pretrain_flops
 from everest.estimate.plans import TokenPlan, finetune_plan, pretrain_plan
 
-__all__ = ["StepFlops", "TokenPlan", "count_flops", "finetune_flops", "finetune_plan", "pretrain_flops",
-           "pretrain_plan"]
+__all__ = [
+    "StepFlops",
+    "TokenPlan",
+    "count_flops",
+    "finetune_flops",
+    "finetune_plan",
+    "pretrain_flops",
+    "pretrain_plan",
+]

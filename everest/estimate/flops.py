@@ -15,8 +15,8 @@ without it, which compares like for like with such code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -55,7 +55,7 @@ class StepFlops:
         """The step's FLOPs without SDPA's recompute (attention scores kept, as the math path does)."""
         return self.total - self.recompute
 
-    def scaled(self, clips: int) -> "StepFlops":
+    def scaled(self, clips: int) -> StepFlops:
         return StepFlops(**{k: v * clips for k, v in asdict(self).items()})
 
 
@@ -66,8 +66,12 @@ def linear_flops(tokens: int, fan_in: int, fan_out: int) -> int:
 def stack_flops(tokens: int, width: int, depth: int, mlp_ratio: float) -> tuple[int, int]:
     """(forward, backward) FLOPs of `depth` pre-norm blocks over `tokens` tokens."""
     hidden = int(width * mlp_ratio)
-    linears = linear_flops(tokens, width, 3 * width) + linear_flops(tokens, width, width) \
-        + linear_flops(tokens, width, hidden) + linear_flops(tokens, hidden, width)
+    linears = (
+        linear_flops(tokens, width, 3 * width)
+        + linear_flops(tokens, width, width)
+        + linear_flops(tokens, width, hidden)
+        + linear_flops(tokens, hidden, width)
+    )
     attention = 4 * tokens * tokens * width
     return depth * (linears + attention), depth * (2 * linears + 10 * tokens * tokens * width)
 
@@ -87,10 +91,12 @@ def pretrain_flops(spec: VideoViTSpec, plan: TokenPlan) -> StepFlops:
     """Per clip: encoder over plan.encoder tokens, decoder over plan.decoder, head on plan.targets."""
     enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
     dec_fwd, dec_bwd = stack_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth, spec.decoder_mlp_ratio)
-    ends = linear_flops(plan.encoder, spec.embed_dim, spec.decoder_embed_dim) \
-        + linear_flops(plan.targets, spec.decoder_embed_dim, spec.patch_pixels)
-    recompute = recompute_flops(plan.encoder, spec.embed_dim, spec.depth) \
-        + recompute_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth)
+    ends = linear_flops(plan.encoder, spec.embed_dim, spec.decoder_embed_dim) + linear_flops(
+        plan.targets, spec.decoder_embed_dim, spec.patch_pixels
+    )
+    recompute = recompute_flops(plan.encoder, spec.embed_dim, spec.depth) + recompute_flops(
+        plan.decoder, spec.decoder_embed_dim, spec.decoder_depth
+    )
     return StepFlops(enc_fwd, enc_bwd, dec_fwd + ends, dec_bwd + 2 * ends, recompute)
 
 

@@ -10,9 +10,9 @@ head and the loss inputs) is added term by term.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable, Iterable
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -48,23 +48,38 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     return total, largest
 
 
-def model_states(total_params: int, largest_layer_params: int, stage: int, gpus_per_node: int,
-                 nodes: int, offload_optimizer: bool = False, offload_param: bool = False) -> ModelStates:
+def model_states(
+    total_params: int,
+    largest_layer_params: int,
+    stage: int,
+    gpus_per_node: int,
+    nodes: int,
+    offload_optimizer: bool = False,
+    offload_param: bool = False,
+) -> ModelStates:
     """DeepSpeed's estimate for mixed-precision Adam. Stages 1 and 2 share DeepSpeed's ZeRO-1/2
     estimator (16-bit weights and gradients whole, fp32 states partitioned); stage 0 is that
     estimator on one GPU (nothing partitioned)."""
-    import everest.engine.distributed  # noqa: F401  (picks DeepSpeed's accelerator before its import)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
+    import everest.engine.distributed  # noqa: F401  (picks DeepSpeed's accelerator before its import)
+
     if stage == 3:
         cpu, gpu, _ = estimate_zero3_model_states_mem_needs(
-            total_params, largest_layer_params, num_gpus_per_node=gpus_per_node, num_nodes=nodes,
-            cpu_offload=offload_optimizer, cpu_offload_params=offload_param, zero_init=False)
+            total_params,
+            largest_layer_params,
+            num_gpus_per_node=gpus_per_node,
+            num_nodes=nodes,
+            cpu_offload=offload_optimizer,
+            cpu_offload_params=offload_param,
+            zero_init=False,
+        )
     else:
         shards = (gpus_per_node, nodes) if stage in (1, 2) else (1, 1)
         cpu, gpu = estimate_zero2_model_states_mem_needs(
-            total_params, num_gpus_per_node=shards[0], num_nodes=shards[1], cpu_offload=offload_optimizer)
+            total_params, num_gpus_per_node=shards[0], num_nodes=shards[1], cpu_offload=offload_optimizer
+        )
     return ModelStates(gpu_bytes=int(gpu), cpu_bytes=int(cpu))
 
 
@@ -85,7 +100,7 @@ def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[Tensor] = ())
     return sum(sizes.values())
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_bytes_per_token_width(head_dim: int, mlp_ratio: float, dtype: torch.dtype) -> float:
     """Saved bytes of one transformer block per (token x width), measured at a tiny shape."""
     width = head_dim * PROBE_HEADS
@@ -100,8 +115,9 @@ def block_bytes_per_token_width(head_dim: int, mlp_ratio: float, dtype: torch.dt
     return slope / width
 
 
-def stack_bytes(tokens: int, width: int, depth: int, heads: int, mlp_ratio: float,
-                dtype: torch.dtype) -> tuple[int, int, int]:
+def stack_bytes(
+    tokens: int, width: int, depth: int, heads: int, mlp_ratio: float, dtype: torch.dtype
+) -> tuple[int, int, int]:
     """(all blocks' activations, block inputs only, one block's activations) for a stack."""
     per_block = int(block_bytes_per_token_width(width // heads, mlp_ratio, dtype) * tokens * width)
     inputs = tokens * width * torch.empty((), dtype=dtype).element_size()
@@ -113,12 +129,18 @@ def activation_memory(spec: VideoViTSpec, plan: TokenPlan, dtype: torch.dtype = 
     elem = torch.empty((), dtype=dtype).element_size()
     stem = spec.in_chans * spec.num_frames * spec.input_size**2 * elem  # kept by the patch embedding
     enc_all, enc_inputs, enc_block = stack_bytes(
-        plan.encoder, spec.embed_dim, spec.depth, spec.num_heads, spec.mlp_ratio, dtype)
+        plan.encoder, spec.embed_dim, spec.depth, spec.num_heads, spec.mlp_ratio, dtype
+    )
     plain, inputs, largest_block = enc_all, enc_inputs, enc_block
     if plan.decoder:
         dec_all, dec_inputs, dec_block = stack_bytes(
-            plan.decoder, spec.decoder_embed_dim, spec.decoder_depth, spec.decoder_num_heads,
-            spec.decoder_mlp_ratio, dtype)
+            plan.decoder,
+            spec.decoder_embed_dim,
+            spec.decoder_depth,
+            spec.decoder_num_heads,
+            spec.decoder_mlp_ratio,
+            dtype,
+        )
         plain, inputs, largest_block = plain + dec_all, inputs + dec_inputs, max(largest_block, dec_block)
         # encoder norm + projection inputs, decoder norm + head inputs, fp32 predictions and targets
         stem += 2 * plan.encoder * spec.embed_dim * elem + 2 * plan.targets * spec.decoder_embed_dim * elem

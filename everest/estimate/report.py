@@ -21,8 +21,8 @@ from everest.estimate.memory import (
 )
 from everest.estimate.plans import TokenPlan, everest_plan, tube_plan
 from everest.models import PretrainAutoencoder
-from everest.models.vit import VideoViTSpec
 from everest.models.spec import spec_from_config
+from everest.models.vit import VideoViTSpec
 
 GIB = 2**30
 
@@ -58,8 +58,9 @@ class Estimate:
     strategies: dict[str, StrategyEstimate]
 
 
-def estimate(cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: float,
-             reserve_gib: float = 2.0) -> Estimate:
+def estimate(
+    cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: float, reserve_gib: float = 2.0
+) -> Estimate:
     """Everything `render` prints, for the model `cfg` builds under the resolved DeepSpeed dict `ds`."""
     spec = spec_from_config(cfg)
     with torch.device("meta"):
@@ -71,20 +72,42 @@ def estimate(cfg: Config, ds: dict[str, Any], gpus: int, nodes: int, gpu_gib: fl
     gpu_bytes, reserve = int(gpu_gib * GIB), int(reserve_gib * GIB)
     m = cfg.model
     plans = {
-        "everest": (f"EVEREST motion-centric (rho {m.motion_centric_masking_ratio}, mask {m.mask_ratio})",
-                    everest_plan(spec, m.motion_centric_masking_ratio, m.mask_ratio)),
+        "everest": (
+            f"EVEREST motion-centric (rho {m.motion_centric_masking_ratio}, mask {m.mask_ratio})",
+            everest_plan(spec, m.motion_centric_masking_ratio, m.mask_ratio),
+        ),
         "videomae": (f"VideoMAE tube (mask {m.mask_ratio})", tube_plan(spec, m.mask_ratio)),
     }
     strategies = {}
     for name, (label, plan) in plans.items():
         act = activation_memory(spec, plan, dtype)
         strategies[name] = StrategyEstimate(
-            label, plan, pretrain_flops(spec, plan), act,
+            label,
+            plan,
+            pretrain_flops(spec, plan),
+            act,
             largest_micro_batch(gpu_bytes, states, act.plain, reserve),
-            largest_micro_batch(gpu_bytes, states, act.checkpointed, reserve))
-    return Estimate(spec, m.backbone, total, sum(p.numel() for p in model.encoder.parameters()), largest, stage,
-                    offloads_optimizer(ds), offloads_params(ds), dtype, gpus, nodes, gpu_bytes, reserve,
-                    cfg.training.batch_size, cfg.features.use_checkpoint, states, strategies)
+            largest_micro_batch(gpu_bytes, states, act.checkpointed, reserve),
+        )
+    return Estimate(
+        spec,
+        m.backbone,
+        total,
+        sum(p.numel() for p in model.encoder.parameters()),
+        largest,
+        stage,
+        offloads_optimizer(ds),
+        offloads_params(ds),
+        dtype,
+        gpus,
+        nodes,
+        gpu_bytes,
+        reserve,
+        cfg.training.batch_size,
+        cfg.features.use_checkpoint,
+        states,
+        strategies,
+    )
 
 
 def _row(name: str, values: list[float], fmt: str, ratio: bool = True) -> str:
@@ -129,7 +152,10 @@ def render(est: Estimate, ds_source: str = "") -> str:
         _row("activations with checkpointing, MiB", [x.activations.checkpointed / 2**20 for x in both], ".1f"),
         _row("largest micro-batch per GPU", [x.max_batch for x in both], "d"),
         _row("largest micro-batch per GPU, checkpointing", [x.max_batch_checkpointed for x in both], "d"),
-        _row(f"GiB per GPU at batch_size {est.batch_size}"
-             f"{', checkpointing' if est.use_checkpoint else ''}", per_gpu_at_batch, ".1f"),
+        _row(
+            f"GiB per GPU at batch_size {est.batch_size}{', checkpointing' if est.use_checkpoint else ''}",
+            per_gpu_at_batch,
+            ".1f",
+        ),
     ]
     return "\n".join(lines)

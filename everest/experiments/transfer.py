@@ -61,20 +61,34 @@ class Pretraining:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m everest.experiments.transfer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m everest.experiments.transfer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
     parser.add_argument("--quick", action="store_true", help="seed 0 only (about 14 minutes on 2 CPU cores)")
     parser.add_argument("--pretrain-videos", type=int, default=1024, help="unlabeled videos in the pretraining pool")
     parser.add_argument("--pretrain-epochs", type=int, default=24)
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
     parser.add_argument("--finetune-config", default=FINETUNE_CONFIG)
-    parser.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra override for both pretraining runs (repeatable)")
-    parser.add_argument("--finetune", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra override for every fine-tuning run (repeatable)")
-    parser.add_argument("--work-dir", default="output/transfer",
-                        help="run folders go here, one new subfolder per invocation")
+    parser.add_argument(
+        "--pretrain",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for both pretraining runs (repeatable)",
+    )
+    parser.add_argument(
+        "--finetune",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for every fine-tuning run (repeatable)",
+    )
+    parser.add_argument(
+        "--work-dir", default="output/transfer", help="run folders go here, one new subfolder per invocation"
+    )
     parser.add_argument("--json", default=None, help="write the results here (default: the invocation's folder)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -137,10 +151,17 @@ def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
 
 def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int) -> Pretraining:
     out = work / f"pretrain_{method}_seed{seed}"
-    overrides = [f"data.synthetic_dir=./data/shapes{args.pretrain_videos}",
-                 f"data.synthetic_videos={args.pretrain_videos}", f"training.max_epochs={args.pretrain_epochs}",
-                 f"training.seed={seed}", *MASKING[method], *args.pretrain,
-                 f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}", "logging.image_freq=0"]
+    overrides = [
+        f"data.synthetic_dir=./data/shapes{args.pretrain_videos}",
+        f"data.synthetic_videos={args.pretrain_videos}",
+        f"training.max_epochs={args.pretrain_epochs}",
+        f"training.seed={seed}",
+        *MASKING[method],
+        *args.pretrain,
+        f"checkpoint.dir={out / 'ck'}",
+        f"logging.log_dir={out / 'logs'}",
+        "logging.image_freq=0",
+    ]
     log = work / f"pretrain_{method}_seed{seed}.log"
     wall = _run("pretrain.py", args.pretrain_config, overrides, log)
     text = log.read_text()
@@ -158,16 +179,23 @@ def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int) -> Pr
 def finetune(args: argparse.Namespace, work: Path, init: str, seed: int, start: Pretraining | None) -> Row:
     name = f"finetune_{init}_seed{seed}"
     out = work / name
-    overrides = [f"training.seed={seed}", *args.finetune, f"checkpoint.dir={out / 'ck'}",
-                 f"logging.log_dir={out / 'logs'}"]
+    overrides = [
+        f"training.seed={seed}",
+        *args.finetune,
+        f"checkpoint.dir={out / 'ck'}",
+        f"logging.log_dir={out / 'logs'}",
+    ]
     if start is not None:
         overrides.append(f"model.pretrained_path={start.checkpoint}")
     wall = _run("finetune.py", args.finetune_config, overrides, work / f"{name}.log")
     metrics = _test_metrics(out / "logs")
     row = Row(init, seed, metrics["test_acc1"], finetune_wall_s=wall, test_metrics=metrics)
     if start is not None:
-        row.pretrain_gflops, row.pretrain_wall_s, row.pretext_progress = start.gflops, start.wall_s, \
-            start.pretext_progress
+        row.pretrain_gflops, row.pretrain_wall_s, row.pretext_progress = (
+            start.gflops,
+            start.wall_s,
+            start.pretext_progress,
+        )
     print(f"  {name}: test_acc1={row.test_acc1:.1f}", flush=True)
     return row
 
@@ -180,18 +208,24 @@ def _mean_std(values: list[float]) -> str:
 
 def markdown(rows: list[Row]) -> str:
     """Per init: test top-1 (mean ± std and per seed), pretraining GFLOPs, wall s, pretext progress."""
-    lines = ["| init | test top-1 % (mean ± std) | per seed | pretraining GFLOPs | pretraining wall s | "
-             "pretext_progress |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| init | test top-1 % (mean ± std) | per seed | pretraining GFLOPs | pretraining wall s | pretext_progress |",
+        "|---|---|---|---|---|---|",
+    ]
     for init in INITS:
         mine = sorted((r for r in rows if r.init == init), key=lambda r: r.seed)
         if not mine:
             continue
         per_seed = ", ".join(f"{r.test_acc1:.1f}" for r in mine)
-        mean = {key: statistics.mean(getattr(r, key) for r in mine)
-                for key in ("pretrain_gflops", "pretrain_wall_s", "pretext_progress")}
-        lines.append(f"| {init} | {_mean_std([r.test_acc1 for r in mine])} | {per_seed} | "
-                     f"{mean['pretrain_gflops']:.0f} | {mean['pretrain_wall_s']:.0f} | "
-                     f"{mean['pretext_progress']:.3f} |")
+        mean = {
+            key: statistics.mean(getattr(r, key) for r in mine)
+            for key in ("pretrain_gflops", "pretrain_wall_s", "pretext_progress")
+        }
+        lines.append(
+            f"| {init} | {_mean_std([r.test_acc1 for r in mine])} | {per_seed} | "
+            f"{mean['pretrain_gflops']:.0f} | {mean['pretrain_wall_s']:.0f} | "
+            f"{mean['pretext_progress']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -205,8 +239,11 @@ def margins(rows: list[Row]) -> dict[str, float]:
         if diffs:
             out[f"everest_minus_{other}_mean"] = statistics.mean(diffs)
             out[f"everest_minus_{other}_min"] = min(diffs)
-    flops = [by[("everest", s)].pretrain_gflops / by[("videomae", s)].pretrain_gflops
-             for s in seeds if ("videomae", s) in by and by[("videomae", s)].pretrain_gflops]
+    flops = [
+        by[("everest", s)].pretrain_gflops / by[("videomae", s)].pretrain_gflops
+        for s in seeds
+        if ("videomae", s) in by and by[("videomae", s)].pretrain_gflops
+    ]
     if flops:
         out["everest_over_videomae_gflops"] = statistics.mean(flops)
     return out
@@ -234,10 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     env = environment("cpu")
     print(f"{env['device']}, torch {torch.__version__}; whole experiment {total:.0f} s")
     path = Path(args.json) if args.json else work / "transfer.json"
-    record = {"rows": [asdict(r) for r in rows], "margins": found, "wall_s": total, **env, "seeds": args.seeds,
-              "pretrain_config": args.pretrain_config, "finetune_config": args.finetune_config,
-              "pretrain_overrides": args.pretrain, "finetune_overrides": args.finetune,
-              "pretrain_videos": args.pretrain_videos, "pretrain_epochs": args.pretrain_epochs}
+    record = {
+        "rows": [asdict(r) for r in rows],
+        "margins": found,
+        "wall_s": total,
+        **env,
+        "seeds": args.seeds,
+        "pretrain_config": args.pretrain_config,
+        "finetune_config": args.finetune_config,
+        "pretrain_overrides": args.pretrain,
+        "finetune_overrides": args.finetune,
+        "pretrain_videos": args.pretrain_videos,
+        "pretrain_epochs": args.pretrain_epochs,
+    }
     print(f"wrote {write_json(path, record)}")
     return 0
 

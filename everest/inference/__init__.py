@@ -14,10 +14,18 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "FeatureEncoder": "encoder", "load_feature_encoder": "encoder",
-    "VideoFeatures": "extract", "Skipped": "extract", "extract": "extract", "extract_to_folder": "extract",
-    "iter_features": "extract", "find_videos": "sources", "VideoSource": "sources",
-    "Sampling": "sampling", "Span": "sampling", "predict_sources": "predict",
+    "FeatureEncoder": "encoder",
+    "load_feature_encoder": "encoder",
+    "VideoFeatures": "extract",
+    "Skipped": "extract",
+    "extract": "extract",
+    "extract_to_folder": "extract",
+    "iter_features": "extract",
+    "find_videos": "sources",
+    "VideoSource": "sources",
+    "Sampling": "sampling",
+    "Span": "sampling",
+    "predict_sources": "predict",
 }
 
 __all__ = sorted(_EXPORTS)

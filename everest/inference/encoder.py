@@ -8,8 +8,8 @@ size) is the one the checkpoint records, unless an override sets it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -74,14 +74,19 @@ class FeatureEncoder(nn.Module):
         return self.fc_norm(pooled) if self.fc_norm is not None else pooled
 
 
-def load_feature_encoder(checkpoint: str | Path, config: str | Path | None = None,
-                         overrides: Sequence[str] = ()) -> FeatureEncoder:
+def load_feature_encoder(
+    checkpoint: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
+) -> FeatureEncoder:
     """A FeatureEncoder (eval mode, on the CPU) from any supported checkpoint, pretraining or
     fine-tuned, with the clip recipe of `config` + `overrides` (dotted `section.key=value`)."""
     loaded = read_weights(checkpoint)
     cfg = inference_config(config, overrides, loaded)
-    encoder = load_encoder(loaded, num_frames=cfg.training.num_frames, input_size=cfg.model.input_size,
-                           attention_backend=cfg.model.attention_backend)
+    encoder = load_encoder(
+        loaded,
+        num_frames=cfg.training.num_frames,
+        input_size=cfg.model.input_size,
+        attention_backend=cfg.model.attention_backend,
+    )
     fc_norm = None
     sd = loaded.state_dict
     if "fc_norm.weight" in sd:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,14 +28,18 @@ from everest.config import ConfigError
 from everest.engine.distributed import gather_objects
 from everest.files import atomic_write
 from everest.inference.encoder import FeatureEncoder, describe
-from everest.inference.sources import VideoSource, find_videos, open_video
 from everest.inference.sampling import Sampling, Span
+from everest.inference.sources import VideoSource, find_videos, open_video
 from everest.inference.windows import Window, cut_views, plan_windows
 
 Pooling = Literal["mean", "tokens"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-SETTINGS_FILE, INDEX_FILE, SKIPPED_FILE, REPORT_FILE = ("extraction_settings.json", "index.csv", "skipped.csv",
-                                                        "extraction.json")
+SETTINGS_FILE, INDEX_FILE, SKIPPED_FILE, REPORT_FILE = (
+    "extraction_settings.json",
+    "index.csv",
+    "skipped.csv",
+    "extraction.json",
+)
 TIMES_SUFFIX, KEPT_SUFFIX = ".windows.json", ".kept.npy"
 
 
@@ -92,14 +96,14 @@ class _ViewStream(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        mine = self.sources[info.id::info.num_workers] if info else self.sources
+        mine = self.sources[info.id :: info.num_workers] if info else self.sources
         for source in mine:
             try:
                 video = open_video(source)
                 windows = plan_windows(video.num_frames, video.fps, self.sampling, self.cfg)
                 yield "start", source.order, windows, video.fps, video.num_frames
                 for first in range(0, len(windows), self.chunk):
-                    part = windows[first:first + self.chunk]
+                    part = windows[first : first + self.chunk]
                     views, picks = cut_views(video.read, part, self.cfg, self.sampling.crops)
                     yield "views", source.order, first, views, picks
             except Exception as err:  # noqa: BLE001 - one bad video must not stop the others
@@ -113,9 +117,16 @@ def _autocast(device: torch.device, precision: Precision):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
-def iter_features(encoder: FeatureEncoder, sources: Sequence[VideoSource], sampling: Sampling,
-                  pooling: Pooling = "mean", batch_size: int = 8, workers: int = 0,
-                  precision: Precision = "auto", stats: dict | None = None) -> Iterator[VideoFeatures | Skipped]:
+def iter_features(
+    encoder: FeatureEncoder,
+    sources: Sequence[VideoSource],
+    sampling: Sampling,
+    pooling: Pooling = "mean",
+    batch_size: int = 8,
+    workers: int = 0,
+    precision: Precision = "auto",
+    stats: dict | None = None,
+) -> Iterator[VideoFeatures | Skipped]:
     """VideoFeatures or Skipped for every source, in the order videos finish. `encoder` runs
     where its parameters are; `batch_size` counts clips (window x crop views) per forward.
     `stats`, when given, gains 'clips' and 'windows' counts."""
@@ -176,10 +187,21 @@ def iter_features(encoder: FeatureEncoder, sources: Sequence[VideoSource], sampl
         yield from run_queue()
 
 
-def extract(encoder: FeatureEncoder, videos: str | Path, *, clips: int | None = None, window: str | None = None,
-            stride: str | None = None, crops: int = 1, pooling: Pooling = "mean", batch_size: int = 8,
-            workers: int = 0, precision: Precision = "auto", root: str | Path | None = None,
-            on_skip: Callable[[Skipped], None] | None = None) -> Iterator[VideoFeatures]:
+def extract(
+    encoder: FeatureEncoder,
+    videos: str | Path,
+    *,
+    clips: int | None = None,
+    window: str | None = None,
+    stride: str | None = None,
+    crops: int = 1,
+    pooling: Pooling = "mean",
+    batch_size: int = 8,
+    workers: int = 0,
+    precision: Precision = "auto",
+    root: str | Path | None = None,
+    on_skip: Callable[[Skipped], None] | None = None,
+) -> Iterator[VideoFeatures]:
     """Features of every video named by `videos` (a folder, glob, video file, list file or
     prepared dataset; see find_videos), as videos finish. Windows: `clips` per video, or sliding
     `window`/`stride` ('64' frames, '2s'); default: the whole video in clip-long windows.
@@ -212,11 +234,18 @@ def write_video_features(out: Path, result: VideoFeatures, rank: int) -> None:
     if result.kept is not None:
         atomic_write(out / f"{source.name}{KEPT_SUFFIX}", lambda f: np.save(f, result.kept), mode="wb")
     times = {
-        "path": source.path, "order": source.order, "file": f"{source.name}.npy",
+        "path": source.path,
+        "order": source.order,
+        "file": f"{source.name}.npy",
         "kept_file": f"{source.name}{KEPT_SUFFIX}" if result.kept is not None else None,
-        "shape": list(result.features.shape), "fps": result.fps, "num_frames": result.num_frames, "rank": rank,
-        "windows": [{"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6), "frames": f.tolist()}
-                    for w, f in zip(result.windows, result.frames)],
+        "shape": list(result.features.shape),
+        "fps": result.fps,
+        "num_frames": result.num_frames,
+        "rank": rank,
+        "windows": [
+            {"start_s": round(w.start_s, 6), "end_s": round(w.end_s, 6), "frames": f.tolist()}
+            for w, f in zip(result.windows, result.frames)
+        ],
     }
     atomic_write(_times_file(out, source), lambda f: json.dump(times, f, indent=1))
 
@@ -236,8 +265,10 @@ def _check_settings(out: Path, settings: dict, is_main: bool) -> None:
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if changed:
             detail = "; ".join(f"{k}: {before.get(k)!r} then, {now.get(k)!r} now" for k in changed[:3])
-            raise ConfigError(f"{out} holds features made with other settings ({detail}); "
-                              "choose another --output, or delete that folder to start again")
+            raise ConfigError(
+                f"{out} holds features made with other settings ({detail}); "
+                "choose another --output, or delete that folder to start again"
+            )
     elif is_main:
         atomic_write(path, lambda f: json.dump(settings, f, indent=1))
 
@@ -251,16 +282,36 @@ def _write_index(out: Path, sources: Sequence[VideoSource]) -> int:
             if not is_done(out, source):
                 continue
             t = json.loads(_times_file(out, source).read_text())
-            writer.writerow([source.path, t["file"], len(t["windows"]), _times_file(out, source).relative_to(out),
-                             f"{t['fps']:.6g}", t["num_frames"], "x".join(map(str, t["shape"])), t["kept_file"] or ""])
+            writer.writerow(
+                [
+                    source.path,
+                    t["file"],
+                    len(t["windows"]),
+                    _times_file(out, source).relative_to(out),
+                    f"{t['fps']:.6g}",
+                    t["num_frames"],
+                    "x".join(map(str, t["shape"])),
+                    t["kept_file"] or "",
+                ]
+            )
             rows += 1
     return rows
 
 
-def extract_to_folder(encoder: FeatureEncoder, videos: str, output: str | Path, sampling: Sampling, *,
-                      checkpoint: str = "", root: str | None = None, pooling: Pooling = "mean",
-                      batch_size: int = 8, workers: int = 0, precision: Precision = "auto",
-                      progress: bool = True) -> dict[str, Any] | None:
+def extract_to_folder(
+    encoder: FeatureEncoder,
+    videos: str,
+    output: str | Path,
+    sampling: Sampling,
+    *,
+    checkpoint: str = "",
+    root: str | None = None,
+    pooling: Pooling = "mean",
+    batch_size: int = 8,
+    workers: int = 0,
+    precision: Precision = "auto",
+    progress: bool = True,
+) -> dict[str, Any] | None:
     """Extract every video not already done into `output` (module docstring of
     launch/extract_features.py for the layout). Under torch.distributed the videos are split
     over the ranks; rank 0 writes the index and returns the run report (others: None)."""
@@ -269,11 +320,19 @@ def extract_to_folder(encoder: FeatureEncoder, videos: str, output: str | Path, 
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     out = Path(output)
     sources = find_videos(videos, root)
-    settings = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
-                "videos": str(Path(videos).expanduser().resolve()), "root": root,
-                "sampling": {"clips": sampling.clips, "window": str(sampling.window) if sampling.window else None,
-                             "stride": str(sampling.stride) if sampling.stride else None, "crops": sampling.crops},
-                "pooling": pooling, "encoder": describe(encoder)}
+    settings = {
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
+        "videos": str(Path(videos).expanduser().resolve()),
+        "root": root,
+        "sampling": {
+            "clips": sampling.clips,
+            "window": str(sampling.window) if sampling.window else None,
+            "stride": str(sampling.stride) if sampling.stride else None,
+            "crops": sampling.crops,
+        },
+        "pooling": pooling,
+        "encoder": describe(encoder),
+    }
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings, rank == 0)
     todo = [s for s in sources if not is_done(out, s)]
@@ -282,8 +341,13 @@ def extract_to_folder(encoder: FeatureEncoder, videos: str, output: str | Path, 
     mine = todo[rank::world]
     stats: dict[str, Any] = {}
     written, skipped = [], []
-    bar = tqdm(total=len(mine), unit="video", disable=not progress or rank != 0, dynamic_ncols=True,
-               desc=f"extracting ({world} rank{'s' if world > 1 else ''})")
+    bar = tqdm(
+        total=len(mine),
+        unit="video",
+        disable=not progress or rank != 0,
+        dynamic_ncols=True,
+        desc=f"extracting ({world} rank{'s' if world > 1 else ''})",
+    )
     started = time.perf_counter()
     for result in iter_features(encoder, mine, sampling, pooling, batch_size, workers, precision, stats):
         if isinstance(result, Skipped):
@@ -294,8 +358,14 @@ def extract_to_folder(encoder: FeatureEncoder, videos: str, output: str | Path, 
         bar.update(1)
         bar.set_postfix(clips_per_s=f"{stats['clips'] / max(time.perf_counter() - started, 1e-9):.2f}")
     bar.close()
-    mine_report = {"rank": rank, "written": written, "skipped": skipped, "clips": stats["clips"],
-                   "windows": stats["windows"], "seconds": time.perf_counter() - started}
+    mine_report = {
+        "rank": rank,
+        "written": written,
+        "skipped": skipped,
+        "clips": stats["clips"],
+        "windows": stats["windows"],
+        "seconds": time.perf_counter() - started,
+    }
     reports = gather_objects(mine_report)
     if rank != 0:
         return None
@@ -307,11 +377,17 @@ def extract_to_folder(encoder: FeatureEncoder, videos: str, output: str | Path, 
     seconds = max(r["seconds"] for r in reports)
     done = sum(len(r["written"]) for r in reports)
     report = {
-        "videos": len(sources), "already_done": len(sources) - len(todo), "written": done,
-        "skipped": skipped, "indexed": _write_index(out, sources), "ranks": world,
+        "videos": len(sources),
+        "already_done": len(sources) - len(todo),
+        "written": done,
+        "skipped": skipped,
+        "indexed": _write_index(out, sources),
+        "ranks": world,
         "written_by_rank": {r["rank"]: r["written"] for r in reports},
-        "clips": sum(r["clips"] for r in reports), "windows": sum(r["windows"] for r in reports),
-        "seconds": seconds, "videos_per_s": done / max(seconds, 1e-9),
+        "clips": sum(r["clips"] for r in reports),
+        "windows": sum(r["windows"] for r in reports),
+        "seconds": seconds,
+        "videos_per_s": done / max(seconds, 1e-9),
         "clips_per_s": sum(r["clips"] for r in reports) / max(seconds, 1e-9),
     }
     (out / REPORT_FILE).write_text(json.dumps(report, indent=1))

@@ -10,8 +10,9 @@ import copy
 import csv
 import dataclasses
 import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,12 @@ class _SourceViews(Dataset):
         source = self.sources[i]
         try:
             video = open_video(source)
-            record = {"video_id": source.order, "num_frames": video.num_frames, "label_kind": source.label_kind,
-                      "label": np.asarray(source.label, dtype=np.float64)}
+            record = {
+                "video_id": source.order,
+                "num_frames": video.num_frames,
+                "label_kind": source.label_kind,
+                "label": np.asarray(source.label, dtype=np.float64),
+            }
             maker = dataclasses.replace(self.maker, read_frames=lambda _record, indices: video.read(indices))
             return maker(record)
         except Exception as err:  # noqa: BLE001 - one bad video must not stop the others
@@ -61,8 +66,9 @@ def _batches(loader, failed: dict[int, str]) -> Iterator[dict[str, Any]]:
             yield batch
 
 
-def predict_sources(objective, sources: Sequence[VideoSource], cfg: Config, device: torch.device,
-                    batch_size: int = 4, workers: int = 0) -> tuple[dict[int, dict], dict[int, str]]:
+def predict_sources(
+    objective, sources: Sequence[VideoSource], cfg: Config, device: torch.device, batch_size: int = 4, workers: int = 0
+) -> tuple[dict[int, dict], dict[int, str]]:
     """(order -> {"label", "output"}, order -> reason skipped) for this rank's `sources` (all
     files) or, for a prepared dataset, this rank's litdata shard of it."""
     from everest.tasks.multiview import predict_views
@@ -74,8 +80,7 @@ def predict_sources(objective, sources: Sequence[VideoSource], cfg: Config, devi
         cfg.training.val_batch_size, cfg.training.num_workers = batch_size, workers
         loader = build_dataloader(cfg, "test", shuffle=False, multiview=True)
     else:
-        loader = DataLoader(_SourceViews(sources, cfg), batch_size=batch_size, num_workers=workers,
-                            collate_fn=_collate)
+        loader = DataLoader(_SourceViews(sources, cfg), batch_size=batch_size, num_workers=workers, collate_fn=_collate)
     return predict_views(objective, _batches(loader, failed), cfg, device), failed
 
 
@@ -106,8 +111,9 @@ def class_names(cfg: Config, loaded: LoadedWeights, names_file: str | None, coun
     return None
 
 
-def prediction_rows(predictions: dict[int, dict], sources: dict[int, VideoSource], task_type: str,
-                    names: list[str] | None) -> tuple[list[str], list[list[Any]]]:
+def prediction_rows(
+    predictions: dict[int, dict], sources: dict[int, VideoSource], task_type: str, names: list[str] | None
+) -> tuple[list[str], list[list[Any]]]:
     """CSV header and rows, one per video in input order."""
     rows: list[list[Any]] = []
     if task_type == "classification":
@@ -119,16 +125,31 @@ def prediction_rows(predictions: dict[int, dict], sources: dict[int, VideoSource
             label = predictions[order]["label"]
             label = "" if label == -1 or label == [] else label
             named = [names[i] for i in ids] if names else [""] * len(ids)
-            rows.append([sources[order].path, label, ids[0], named[0], f"{top.values[0]:.6f}", " ".join(map(str, ids)),
-                         " ".join(f"{v:.6f}" for v in top.values.tolist()), " ".join(named) if names else ""])
+            rows.append(
+                [
+                    sources[order].path,
+                    label,
+                    ids[0],
+                    named[0],
+                    f"{top.values[0]:.6f}",
+                    " ".join(map(str, ids)),
+                    " ".join(f"{v:.6f}" for v in top.values.tolist()),
+                    " ".join(named) if names else "",
+                ]
+            )
         return header, rows
     dims = len(next(iter(predictions.values()))["output"]) if predictions else 0
     has_labels = any(np.size(p["label"]) for p in predictions.values())
-    header = ["path"] + ([f"label{j}" for j in range(dims)] if has_labels else []) + [f"prediction{j}" for j in range(dims)]
+    header = (
+        ["path"] + ([f"label{j}" for j in range(dims)] if has_labels else []) + [f"prediction{j}" for j in range(dims)]
+    )
     for order in sorted(predictions):
         label = np.atleast_1d(np.asarray(predictions[order]["label"], dtype=np.float64)).tolist()
-        rows.append([sources[order].path] + ([f"{x:.6g}" for x in label] if has_labels else []) +
-                    [f"{x:.6g}" for x in predictions[order]["output"]])
+        rows.append(
+            [sources[order].path]
+            + ([f"{x:.6g}" for x in label] if has_labels else [])
+            + [f"{x:.6g}" for x in predictions[order]["output"]]
+        )
     return header, rows
 
 

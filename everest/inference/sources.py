@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import glob
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Callable, Sequence
 
 import numpy as np
 
-from everest.data.annotations import (UNLABELED, VIDEO_EXTENSIONS, AnnotationError, list_videos,
-                                      read_annotations)
+from everest.data.annotations import UNLABELED, VIDEO_EXTENSIONS, AnnotationError, list_videos, read_annotations
 from everest.data.codec import decode_frames, probe_source, read_source_frames
 
 
@@ -69,9 +68,15 @@ def _unique(sources: list[VideoSource]) -> list[VideoSource]:
 
 def _from_folder(folder: Path, given: str) -> list[VideoSource]:
     table = list_videos(folder)
-    return [VideoSource(e.video_id, str(Path(given) / e.path.relative_to(folder)),
-                        _name(str(e.path.relative_to(folder)), e.video_id), location=str(e.path))
-            for e in table.entries]
+    return [
+        VideoSource(
+            e.video_id,
+            str(Path(given) / e.path.relative_to(folder)),
+            _name(str(e.path.relative_to(folder)), e.video_id),
+            location=str(e.path),
+        )
+        for e in table.entries
+    ]
 
 
 def _from_glob(pattern: str) -> list[VideoSource]:
@@ -95,8 +100,16 @@ def _from_list(list_file: Path, root: Path) -> list[VideoSource]:
     sources = []
     for e in table.entries:
         given = str(e.path.relative_to(root)) if e.path.is_relative_to(root) else str(e.path)
-        sources.append(VideoSource(e.video_id, given, _name(given, e.video_id), location=str(e.path),
-                                   label=e.label, label_kind=table.label_kind))
+        sources.append(
+            VideoSource(
+                e.video_id,
+                given,
+                _name(given, e.video_id),
+                location=str(e.path),
+                label=e.label,
+                label_kind=table.label_kind,
+            )
+        )
     return sources
 
 
@@ -115,9 +128,16 @@ def _from_prepared(dataset: Path) -> list[VideoSource]:
         video_id = int(record["video_id"])
         path = str(videos.get(video_id, {}).get("path", f"video_{video_id:06d}"))
         relative = str(Path(path).relative_to(videos_dir)) if Path(path).is_relative_to(videos_dir) else path
-        sources.append(VideoSource(video_id, path, _name(relative, video_id), shard=(str(dataset.resolve()), position),
-                                   label=tuple(np.asarray(record["label"]).tolist()),
-                                   label_kind=int(record["label_kind"])))
+        sources.append(
+            VideoSource(
+                video_id,
+                path,
+                _name(relative, video_id),
+                shard=(str(dataset.resolve()), position),
+                label=tuple(np.asarray(record["label"]).tolist()),
+                label_kind=int(record["label_kind"]),
+            )
+        )
     return sorted(sources, key=lambda s: s.order)
 
 
@@ -160,8 +180,9 @@ def open_video(source: VideoSource) -> OpenVideo:
     """Frame count, frame rate and reader of a source; raises VideoReadError for an unusable file."""
     if source.shard is not None:
         record = _record(*source.shard)
-        return OpenVideo(int(record["num_frames"]), float(record["fps"]),
-                         lambda indices: decode_frames(record, indices))
+        return OpenVideo(
+            int(record["num_frames"]), float(record["fps"]), lambda indices: decode_frames(record, indices)
+        )
     location = source.location
     num_frames, fps = probe_source(location)
     return OpenVideo(num_frames, fps, lambda indices: read_source_frames(location, indices))

@@ -65,5 +65,11 @@ def plan_windows(num_frames: int, fps: float, sampling: Sampling, cfg: Config) -
 def cut_views(read, windows: list[Window], cfg: Config, crops: int) -> tuple[torch.Tensor, list[np.ndarray]]:
     """uint8 views [len(windows), crops, F, S, S, 3] of `windows`, decoded with `read(indices)`
     in one call, and the F frame indices each window kept (`everest.data.clips.evaluation_views`)."""
-    return evaluation_views(read, [w.candidates for w in windows], Temporal.of(cfg.training), cfg.model.input_size,
-                            cfg.augmentation.short_side_size, crops)
+    return evaluation_views(
+        read,
+        [w.candidates for w in windows],
+        Temporal.of(cfg.training),
+        cfg.model.input_size,
+        cfg.augmentation.short_side_size,
+        crops,
+    )

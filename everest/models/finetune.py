@@ -19,8 +19,14 @@ from everest.models.vit import VideoEncoder, VideoViTSpec, editing
 class VideoClassifier(nn.Module):
     """Encoder + head. `num_outputs` is num_classes (classification) or output_dim (regression)."""
 
-    def __init__(self, spec: VideoViTSpec, num_outputs: int, use_mean_pooling: bool = True,
-                 head_drop_rate: float = 0.0, init_scale: float = 0.001):
+    def __init__(
+        self,
+        spec: VideoViTSpec,
+        num_outputs: int,
+        use_mean_pooling: bool = True,
+        head_drop_rate: float = 0.0,
+        init_scale: float = 0.001,
+    ):
         super().__init__()
         self.spec = spec
         self.use_mean_pooling = use_mean_pooling

@@ -35,15 +35,18 @@ def hf_to_canonical(sd: dict[str, Tensor]) -> dict[str, Tensor]:
         if m:
             stack = "encoder.blocks" if m.group(1).startswith("videomae") else "decoder.blocks"
             prefix, rest = f"{stack}.{m.group(2)}", m.group(3)
-            a = re.match(r"attention\.attention\.(query\.weight|key\.weight|value\.weight|"
-                         r"query\.bias|value\.bias|q_bias|v_bias)$", rest)
+            a = re.match(
+                r"attention\.attention\.(query\.weight|key\.weight|value\.weight|"
+                r"query\.bias|value\.bias|q_bias|v_bias)$",
+                rest,
+            )
             if a:
                 part = {"q_bias": "query.bias", "v_bias": "value.bias"}.get(a.group(1), a.group(1))
                 qkv.setdefault(prefix, {})[part] = value
                 continue
             for hf, ours in HF_LAYER_NAMES.items():
                 if rest.startswith(hf + "."):
-                    out[f"{prefix}.{ours}{rest[len(hf):]}"] = value
+                    out[f"{prefix}.{ours}{rest[len(hf) :]}"] = value
                     break
             else:
                 out[f"{prefix}.{rest}"] = value
@@ -77,23 +80,22 @@ def canonical_to_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
                 q, k, v = value.chunk(3)
                 out[f"{att}.query.weight"], out[f"{att}.key.weight"], out[f"{att}.value.weight"] = q, k, v
             elif rest in ("attn.q_bias", "attn.v_bias"):
-                out[f"{att}.{rest[len('attn.'):]}"] = value  # the on-disk names of every transformers release
+                out[f"{att}.{rest[len('attn.') :]}"] = value  # the on-disk names of every transformers release
             elif rest.startswith(("gamma_1", "gamma_2")):
                 raise ValueError("Hugging Face VideoMAE has no layer scale; export with layer_scale_init_value=0")
             else:
                 for hf, ours in HF_LAYER_NAMES.items():
                     if rest.startswith(ours + "."):
-                        out[f"{prefix}.{hf}{rest[len(ours):]}"] = value
+                        out[f"{prefix}.{hf}{rest[len(ours) :]}"] = value
                         break
                 else:
                     raise ValueError(f"no Hugging Face name for {name}")
             continue
-        renamed = (
-            name.replace("encoder.patch_embed.proj", "videomae.embeddings.patch_embeddings.projection")
-            .replace("encoder.norm", "videomae.layernorm")
+        renamed = name.replace("encoder.patch_embed.proj", "videomae.embeddings.patch_embeddings.projection").replace(
+            "encoder.norm", "videomae.layernorm"
         )
         if renamed.startswith("head."):
-            renamed = "classifier." + renamed[len("head."):]
+            renamed = "classifier." + renamed[len("head.") :]
         out[renamed] = value
     return out
 

@@ -87,8 +87,16 @@ onednn_linear.register_autograd(_backward, setup_context=_save)
 
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether `linear(x, weight, ...)` takes the oneDNN path."""
-    return (backend() != "torch" and x.device.type == "cpu" and x.dtype in _DTYPES and x.dtype == weight.dtype
-            and x.dim() >= 2 and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and onednn_available())
+    return (
+        backend() != "torch"
+        and x.device.type == "cpu"
+        and x.dtype in _DTYPES
+        and x.dtype == weight.dtype
+        and x.dim() >= 2
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and onednn_available()
+    )
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -69,7 +69,7 @@ class VideoViTSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_(self, **changes) -> "VideoViTSpec":
+    def with_(self, **changes) -> VideoViTSpec:
         return replace(self, **changes)
 
 
@@ -118,8 +118,15 @@ class PatchEmbed3d(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with VideoMAE's q/v biases (the k bias is fixed at zero)."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0, backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        backend: str = "auto",
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
@@ -161,9 +168,17 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + gamma_1 * attn(norm1(x)); x + gamma_2 * mlp(norm2(x))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 drop_path: float = 0.0, init_values: float = 0.0, norm_eps: float = 1e-6,
-                 backend: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        init_values: float = 0.0,
+        norm_eps: float = 1e-6,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, backend=backend)
@@ -183,15 +198,24 @@ class Block(nn.Module):
         return m_in + self.drop_path(m if self.gamma_2 is None else self.gamma_2 * m)
 
 
-def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, spec: VideoViTSpec,
-                drop_path_rate: float) -> nn.ModuleList:
+def make_blocks(
+    dim: int, depth: int, num_heads: int, mlp_ratio: float, spec: VideoViTSpec, drop_path_rate: float
+) -> nn.ModuleList:
     """`depth` blocks with drop path rising linearly to drop_path_rate (timm's rule), each
     compiled with torch.compile when spec.compile (one graph per block: the norms, GELU and
     residual adds fuse around the matrix products; every block shares the compiled code)."""
     rates = [drop_path_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
     blocks = nn.ModuleList(
-        Block(dim, num_heads, mlp_ratio, spec.qkv_bias, rate, spec.layer_scale_init_value,
-              spec.norm_eps, spec.attention_backend)
+        Block(
+            dim,
+            num_heads,
+            mlp_ratio,
+            spec.qkv_bias,
+            rate,
+            spec.layer_scale_init_value,
+            spec.norm_eps,
+            spec.attention_backend,
+        )
         for rate in rates
     )
     if spec.compile:  # in place, so state_dict names stay those of the eager blocks
@@ -244,9 +268,7 @@ class VideoEncoder(nn.Module):
         self.spec = spec
         self.patch_embed = PatchEmbed3d(spec)
         self.register_buffer("pos_embed", sinusoid_table(spec.num_patches, spec.embed_dim), persistent=False)
-        self.blocks = make_blocks(
-            spec.embed_dim, spec.depth, spec.num_heads, spec.mlp_ratio, spec, spec.drop_path_rate
-        )
+        self.blocks = make_blocks(spec.embed_dim, spec.depth, spec.num_heads, spec.mlp_ratio, spec, spec.drop_path_rate)
         self.norm = nn.LayerNorm(spec.embed_dim, eps=spec.norm_eps) if final_norm else nn.Identity()
         self.apply(init_vit_weights)
 

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from everest.files import META_FILE
 from everest.models.finetune import VideoClassifier
 from everest.models.hf_names import canonical_to_hf, hf_config_from, hf_to_canonical, spec_from_hf_config
-from everest.models.pretrain import PretrainAutoencoder
 from everest.models.presets import PRESETS
+from everest.models.pretrain import PretrainAutoencoder
 from everest.models.vit import VideoEncoder, VideoViTSpec, editing
 
 _IGNORED = re.compile(r"(^|\.)(pos_embed|position_embeddings|decoder_pos_embed)$")
@@ -94,9 +94,13 @@ def _infer_spec(sd: dict[str, Tensor], **defaults: Any) -> VideoViTSpec:
     preset = preset or next((p for p in PRESETS.values() if p["embed_dim"] == dim), {})
     fc1 = sd.get("encoder.blocks.0.mlp.fc1.weight")
     spec = dict(
-        embed_dim=dim, depth=depth, num_heads=preset.get("num_heads", max(1, dim // 64)),
+        embed_dim=dim,
+        depth=depth,
+        num_heads=preset.get("num_heads", max(1, dim // 64)),
         mlp_ratio=fc1.shape[0] / dim if fc1 is not None else 4.0,
-        patch_size=patch, tubelet_size=tubelet, in_chans=in_chans,
+        patch_size=patch,
+        tubelet_size=tubelet,
+        in_chans=in_chans,
         qkv_bias="encoder.blocks.0.attn.q_bias" in sd,
         layer_scale_init_value=0.1 if "encoder.blocks.0.gamma_1" in sd else 0.0,
     )
@@ -193,10 +197,13 @@ class LoadReport:
     unexpected: list[str]
 
     def __str__(self) -> str:
-        return f"missing {len(self.missing)} keys {self.missing[:8]}, unexpected {len(self.unexpected)} keys {self.unexpected[:8]}"
+        missing, unexpected = self.missing, self.unexpected
+        return f"missing {len(missing)} keys {missing[:8]}, unexpected {len(unexpected)} keys {unexpected[:8]}"
 
 
-def load_into(model: nn.Module, state_dict: dict[str, Tensor], strict: bool = False, source: str = "checkpoint") -> LoadReport:
+def load_into(
+    model: nn.Module, state_dict: dict[str, Tensor], strict: bool = False, source: str = "checkpoint"
+) -> LoadReport:
     """Copy matching weights into `model`; a shape mismatch is an error naming the tensor."""
     # ZeRO-3 partitioned parameters keep their true shape in ds_shape.
     own = {name: torch.Size(getattr(value, "ds_shape", value.shape)) for name, value in model.state_dict().items()}
@@ -248,7 +255,7 @@ def load_encoder(path_or_dir: str | Path | LoadedWeights, **overrides: Any) -> V
     spec = _spec_for_loading(loaded, overrides)
     has_norm = "encoder.norm.weight" in loaded.state_dict
     encoder = VideoEncoder(spec, final_norm=has_norm)
-    enc_sd = {k[len("encoder."):]: v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
+    enc_sd = {k[len("encoder.") :]: v for k, v in loaded.state_dict.items() if k.startswith("encoder.")}
     report = load_into(encoder, enc_sd, source=name)
     if report.missing:
         raise WeightsError(f"{name}: the encoder is incomplete: {report}")

@@ -8,8 +8,9 @@ optional EMA of the weights (timm's ModelEmaV3) is what gets evaluated when enab
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,8 +30,8 @@ from everest.metrics import (
     regression_sums,
 )
 from everest.models import VideoClassifier
-from everest.models.weights import everest_meta, load_into, read_weights
 from everest.models.spec import spec_from_config
+from everest.models.weights import everest_meta, load_into, read_weights
 
 
 def build_classifier(cfg: Config) -> VideoClassifier:
@@ -43,15 +44,19 @@ def load_pretrained_encoder(model: VideoClassifier, path: str) -> str:
     """Copy a pretrained encoder (any checkpoint format) into `model`; the decoder and any old
     head are dropped. Returns a one-line report."""
     loaded = read_weights(path)
-    encoder_sd = {k: v for k, v in loaded.state_dict.items() if k.startswith("encoder.") and not k.startswith("encoder.head")}
+    encoder_sd = {
+        k: v for k, v in loaded.state_dict.items() if k.startswith("encoder.") and not k.startswith("encoder.head")
+    }
     if not encoder_sd:
         raise ConfigError(f"model.pretrained_path={path}: holds no encoder weights")
     report = load_into(model, encoder_sd, source=path)
     missing = [k for k in report.missing if k.startswith("encoder.")]
     if missing:
         raise ConfigError(f"model.pretrained_path={path}: encoder weights missing: {missing[:6]}")
-    return (f"loaded {len(encoder_sd) - len(report.unexpected)} encoder tensors from {path} ({loaded.source}); "
-            f"new: {', '.join(k for k in report.missing) or 'none'}; unused: {', '.join(report.unexpected) or 'none'}")
+    return (
+        f"loaded {len(encoder_sd) - len(report.unexpected)} encoder tensors from {path} ({loaded.source}); "
+        f"new: {', '.join(k for k in report.missing) or 'none'}; unused: {', '.join(report.unexpected) or 'none'}"
+    )
 
 
 class FinetuneObjective(nn.Module):
@@ -119,8 +124,10 @@ class FinetuneTask(Task):
         if not f.model_ema:
             return
         if zero_stage >= 3:
-            raise ConfigError("features.model_ema needs full parameters on every rank: use ZeRO stage 0-2 "
-                              "(ds_configs/zero2.json), or set features.model_ema=false")
+            raise ConfigError(
+                "features.model_ema needs full parameters on every rank: use ZeRO stage 0-2 "
+                "(ds_configs/zero2.json), or set features.model_ema=false"
+            )
         from timm.utils import ModelEmaV3
 
         ema_device = "cpu" if f.model_ema_force_cpu else device
@@ -130,8 +137,9 @@ class FinetuneTask(Task):
     # ----------------------------------------------------------------------------- steps
 
     def _inputs(self, batch: dict[str, Any], ctx: StepContext) -> tuple[Tensor, Tensor]:
-        video = to_model_input(batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std,
-                               ctx.device, torch.float32)
+        video = to_model_input(
+            batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std, ctx.device, torch.float32
+        )
         return video, batch["label"].to(ctx.device)
 
     def training_step(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> StepOutput:
@@ -215,5 +223,11 @@ def _build_mixup(cfg: Config):
         return None
     from timm.data import Mixup
 
-    return Mixup(mixup_alpha=a.mixup, cutmix_alpha=a.cutmix, prob=a.mixup_prob, switch_prob=a.mixup_switch_prob,
-                 label_smoothing=a.label_smoothing, num_classes=cfg.model.num_classes)
+    return Mixup(
+        mixup_alpha=a.mixup,
+        cutmix_alpha=a.cutmix,
+        prob=a.mixup_prob,
+        switch_prob=a.mixup_switch_prob,
+        label_smoothing=a.label_smoothing,
+        num_classes=cfg.model.num_classes,
+    )

@@ -30,8 +30,9 @@ def predict_views(objective: FinetuneObjective, loader, cfg: Config, device: tor
     for batch in loader:
         video = batch["video"]  # [B, V, F, S, S, 3] uint8
         b, v = video.shape[:2]
-        clips = to_model_input(video.flatten(0, 1), cfg.data.normalize_mean, cfg.data.normalize_std,
-                               device, torch.float32)
+        clips = to_model_input(
+            video.flatten(0, 1), cfg.data.normalize_mean, cfg.data.normalize_std, device, torch.float32
+        )
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = objective.outputs(clips).float().view(b, v, -1)
         out = out.softmax(dim=-1).mean(dim=1) if classification else out.mean(dim=1)
@@ -49,8 +50,9 @@ def metrics_from_predictions(predictions: dict[int, dict[str, Any]], task_type: 
     return regression_metrics(regression_sums(outputs, labels.float()), "test_")
 
 
-def write_predictions(predictions: dict[int, dict[str, Any]], task_type: str, out_dir: Path,
-                      paths: dict[int, str] | None = None) -> dict[str, Any]:
+def write_predictions(
+    predictions: dict[int, dict[str, Any]], task_type: str, out_dir: Path, paths: dict[int, str] | None = None
+) -> dict[str, Any]:
     """predictions.csv (one row per video: its index, source path when known, label and
     prediction) and summary.json (the metrics) in `out_dir`; returns the summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,24 +64,37 @@ def write_predictions(predictions: dict[int, dict[str, Any]], task_type: str, ou
             for index in sorted(predictions):
                 probs = torch.tensor(predictions[index]["output"])
                 top = probs.topk(min(5, probs.numel()))
-                writer.writerow([index, paths.get(index, ""), predictions[index]["label"], int(top.indices[0]),
-                                 f"{top.values[0]:.6f}", " ".join(str(int(i)) for i in top.indices)])
+                writer.writerow(
+                    [
+                        index,
+                        paths.get(index, ""),
+                        predictions[index]["label"],
+                        int(top.indices[0]),
+                        f"{top.values[0]:.6f}",
+                        " ".join(str(int(i)) for i in top.indices),
+                    ]
+                )
         else:
             dims = len(predictions[next(iter(predictions))]["output"]) if predictions else 0
-            writer.writerow(["index", "path"] + [f"label{j}" for j in range(dims)] +
-                            [f"prediction{j}" for j in range(dims)])
+            writer.writerow(
+                ["index", "path"] + [f"label{j}" for j in range(dims)] + [f"prediction{j}" for j in range(dims)]
+            )
             for index in sorted(predictions):
                 label = predictions[index]["label"]
                 label = label if isinstance(label, list) else [label]
-                writer.writerow([index, paths.get(index, "")] + [f"{x:.6g}" for x in label] +
-                                [f"{x:.6g}" for x in predictions[index]["output"]])
+                writer.writerow(
+                    [index, paths.get(index, "")]
+                    + [f"{x:.6g}" for x in label]
+                    + [f"{x:.6g}" for x in predictions[index]["output"]]
+                )
     summary = {"videos": len(predictions), "metrics": metrics_from_predictions(predictions, task_type)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str | Path, split: str, dist_info: DistInfo,
-                        out_dir: Path) -> dict[str, Any] | None:
+def evaluate_checkpoint(
+    cfg: Config, checkpoint: str | Path, split: str, dist_info: DistInfo, out_dir: Path
+) -> dict[str, Any] | None:
     """Multi-view test of a fine-tuned checkpoint; every rank takes part, rank 0 writes and
     returns the summary."""
     model = load_classifier(checkpoint, attention_backend=cfg.model.attention_backend).to(dist_info.device)

@@ -8,8 +8,9 @@ masks whatever the number of ranks or a resume.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +54,8 @@ class PretrainObjective(nn.Module):
     def select(self, embedded: Tensor, noise: Tensor) -> tokens.Selection:
         spec = self.model.spec
         return tokens.select_for_pretraining(
-            embedded.detach(), spec.grid, self.mask_type, self.mask_ratio, self.rho, noise=noise)
+            embedded.detach(), spec.grid, self.mask_type, self.mask_ratio, self.rho, noise=noise
+        )
 
     def forward(self, video: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, tokens.Selection]:
         """video [B, 3, F, H, W] normalised (fp32) -> (loss, predictions, selection). The stages
@@ -69,8 +71,15 @@ class PretrainObjective(nn.Module):
         with torch.profiler.record_function("loss"):
             spec = self.model.spec
             with torch.no_grad():  # fp32 pixels of the target tubelets only
-                target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size,
-                                       self.normalize_target, mean=self.mean, std=self.std)
+                target = pixel_targets(
+                    video,
+                    selection.target,
+                    spec.tubelet_size,
+                    spec.patch_size,
+                    self.normalize_target,
+                    mean=self.mean,
+                    std=self.std,
+                )
             loss = nn.functional.mse_loss(pred.float(), target)
         return loss, pred, selection
 
@@ -90,15 +99,17 @@ class PretrainTask(Task):
         self.model = model or PretrainAutoencoder(spec_from_config(cfg))
         self.module = PretrainObjective(self.model, cfg)
         log = cfg.logging
-        self.watch = pretext.ProgressWatch(log.pretext_warn_after, log.pretext_warn_below, cfg.training.max_epochs,
-                                           log=print_main)
+        self.watch = pretext.ProgressWatch(
+            log.pretext_warn_after, log.pretext_warn_below, cfg.training.max_epochs, log=print_main
+        )
 
     def param_groups(self, weight_decay: float) -> list[dict]:
         return param_groups(self.module, weight_decay)
 
     def _inputs(self, batch: dict[str, Any], ctx: StepContext) -> tuple[Tensor, Tensor]:
-        video = to_model_input(batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std,
-                               ctx.device, torch.float32)
+        video = to_model_input(
+            batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std, ctx.device, torch.float32
+        )
         noise = sample_noise(batch["index"], ctx.seed, ctx.epoch, self.model.spec.num_patches, ctx.device)
         return video, noise
 
@@ -107,8 +118,9 @@ class PretrainTask(Task):
         loss, _, selection = engine(video, noise)
         visible, target = selection.visible.shape[1], selection.target.shape[1]
         clips = video.shape[0]
-        return StepOutput(loss=loss, clips=clips, encoder_tokens=clips * visible,
-                          decoder_tokens=clips * (visible + target))
+        return StepOutput(
+            loss=loss, clips=clips, encoder_tokens=clips * visible, decoder_tokens=clips * (visible + target)
+        )
 
     def dummy_batch(self) -> dict[str, Any]:
         """A one-clip batch of the right shapes (padding for ranks without evaluation data)."""
@@ -131,12 +143,26 @@ class PretrainTask(Task):
             if not real:
                 continue
             clips = float(video.shape[0])
-            target = pixel_targets(video, selection.target, spec.tubelet_size, spec.patch_size, normalized,
-                                   mean=self.module.mean, std=self.module.std)
+            target = pixel_targets(
+                video,
+                selection.target,
+                spec.tubelet_size,
+                spec.patch_size,
+                normalized,
+                mean=self.module.mean,
+                std=self.module.std,
+            )
             video01 = denormalize_video(video.float(), self.module.mean, self.module.std)
-            baselines = pretext.trivial_losses(video01, target, selection.visible, selection.target,
-                                               spec.tubelet_size, spec.patch_size, spec.grid[1] * spec.grid[2],
-                                               normalized)
+            baselines = pretext.trivial_losses(
+                video01,
+                target,
+                selection.visible,
+                selection.target,
+                spec.tubelet_size,
+                spec.patch_size,
+                spec.grid[1] * spec.grid[2],
+                normalized,
+            )
             part = {"loss": loss.item() * clips, "clips": clips}
             part.update({f"baseline_{k}": v.sum().item() for k, v in baselines.items()})
             if latent is not None:

@@ -16,7 +16,7 @@ videos of a pool hold exactly N per class, and a smaller pool is the start of a 
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
     return images.reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8), labels.astype(np.int64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def split_images(split: str) -> tuple[np.ndarray, ...]:
     """For each class, the indices (into `digit_images()`) of the images of `split`."""
     if split not in SPLIT_IDS:
@@ -72,12 +72,13 @@ def _trajectory(rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
 
 def _paste(canvas: np.ndarray, image: np.ndarray, corners: np.ndarray) -> None:
     for frame, (y, x) in zip(canvas, corners):
-        region = frame[y:y + DIGIT_SIZE, x:x + DIGIT_SIZE]
+        region = frame[y : y + DIGIT_SIZE, x : x + DIGIT_SIZE]
         np.maximum(region, image, out=region)
 
 
-def render_digits(seed: int, split: str, index: int, size: int = 64, frames: int = 16,
-                  digits: int = 1) -> tuple[np.ndarray, int]:
+def render_digits(
+    seed: int, split: str, index: int, size: int = 64, frames: int = 16, digits: int = 1
+) -> tuple[np.ndarray, int]:
     """(uint8 [frames, size, size, 3] grey video, class label) of video `index` of `split`."""
     if size < DIGIT_SIZE:
         raise ValueError(f"the canvas ({size} px) must hold a {DIGIT_SIZE} px digit")

@@ -41,7 +41,7 @@ def shape_mask(shape: int, dy: np.ndarray, dx: np.ndarray, radius: float) -> np.
     """Boolean mask of SHAPES[shape] of half-width `radius` in coordinates relative to its centre."""
     ay, ax = np.abs(dy), np.abs(dx)
     if SHAPES[shape] == "disc":
-        return dy ** 2 + dx ** 2 <= radius ** 2
+        return dy**2 + dx**2 <= radius**2
     if SHAPES[shape] == "square":
         return np.maximum(ay, ax) <= radius * 0.85
     if SHAPES[shape] == "triangle":  # apex up, base at +radius

@@ -52,8 +52,9 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float, short_side: int) -> 
         container.mux(stream.encode(None))
 
 
-def make_clips(output: str | Path, clip_seconds: float = 2.0, hop_seconds: float = 0.5,
-               val_every: int = 5, short_side: int = 256) -> Path:
+def make_clips(
+    output: str | Path, clip_seconds: float = 2.0, hop_seconds: float = 0.5, val_every: int = 5, short_side: int = 256
+) -> Path:
     """Cut the sample videos into clips and write the videos and annotation files (module doc)."""
     output = Path(output)
     (output / "videos").mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def make_clips(output: str | Path, clip_seconds: float = 2.0, hop_seconds: float
         frames = np.stack(list(iter_source_frames(source)))
         length, hop = int(round(clip_seconds * fps)), max(1, int(round(hop_seconds * fps)))
         for k, start in enumerate(range(0, len(frames) - length + 1, hop)):
-            clip = frames[start:start + length]
+            clip = frames[start : start + length]
             name = f"{source.stem}_{start:04d}.mp4"
             _write_clip(output / "videos" / name, clip, fps, short_side)
             split = "val" if k % val_every == val_every - 1 else "train"
@@ -85,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = make_clips(args.output, args.clip_seconds, args.hop_seconds)
     counts = {split: len((out / f"{split}.csv").read_text().splitlines()) for split in ("train", "val")}
-    print(f"wrote {counts['train']} train and {counts['val']} val clips to {out / 'videos'}, "
-          f"annotations in {out}/{{train,val}}.csv and {{train,val}}_regression.csv")
+    print(
+        f"wrote {counts['train']} train and {counts['val']} val clips to {out / 'videos'}, "
+        f"annotations in {out}/{{train,val}}.csv and {{train,val}}_regression.csv"
+    )
     return 0
 
 

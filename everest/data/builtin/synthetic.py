@@ -64,8 +64,13 @@ class Motion:
     @classmethod
     def draw(cls, label: int, size: int, rng: np.random.Generator) -> Motion:
         low, high = FAST if label % 2 else SLOW
-        return cls(label, float(rng.uniform(low, high)) * size / 64, label >= 2, int(rng.choice([-1, 1])),
-                   str(rng.choice(SHAPES)))
+        return cls(
+            label,
+            float(rng.uniform(low, high)) * size / 64,
+            label >= 2,
+            int(rng.choice([-1, 1])),
+            str(rng.choice(SHAPES)),
+        )
 
 
 def _smooth_texture(size: int, cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -91,8 +96,11 @@ def render(motion: Motion, size: int, frames: int, rng: np.random.Generator) -> 
     colors = np.stack([dark, 255 - rng.uniform(0, 60, 3)])
     radius = size * rng.uniform(0.12, 0.18)
     start = rng.uniform(radius, size - radius, 2)
-    step = np.array([0.0, motion.sign * motion.speed]) if not motion.vertical else np.array(
-        [motion.sign * motion.speed, 0.0])
+    step = (
+        np.array([0.0, motion.sign * motion.speed])
+        if not motion.vertical
+        else np.array([motion.sign * motion.speed, 0.0])
+    )
     cell = max(radius / 2, 1)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
     video = np.empty((frames, size, size, 3), dtype=np.uint8)
@@ -100,7 +108,7 @@ def render(motion: Motion, size: int, frames: int, rng: np.random.Generator) -> 
         cy, cx = _bounce(start + t * step, radius, size - radius)
         dy, dx = ys - cy, xs - cx
         if motion.shape == "circle":
-            inside = dx ** 2 + dy ** 2 <= radius ** 2
+            inside = dx**2 + dy**2 <= radius**2
         elif motion.shape == "square":
             inside = (np.abs(dx) <= 0.85 * radius) & (np.abs(dy) <= 0.85 * radius)
         else:
@@ -138,8 +146,11 @@ def _generate_objects(out_dir: Path, spec: SyntheticSpec) -> Path:
         for i in range(count):
             label = i % len(OBJECT_CLASSES)
             name = f"{split}/{split}_{i:05d}_{OBJECT_CLASSES[label]}.mp4"
-            write_video(out_dir / "videos" / name, render_objects(label, video_rng(spec.seed, split, i), spec.size,
-                                                                  spec.frames), spec.fps)
+            write_video(
+                out_dir / "videos" / name,
+                render_objects(label, video_rng(spec.seed, split, i), spec.size, spec.frames),
+                spec.fps,
+            )
             rows.append((name, label))
         write_annotations(out_dir / f"{split}_motion.csv", rows)
     return out_dir
@@ -210,8 +221,9 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | None = 2,
-                           lock_timeout_s: float = 1800) -> Path:
+def ensure_builtin_dataset(
+    data_cfg, labels: Labels = "motion", workers: int | None = 2, lock_timeout_s: float = 1800
+) -> Path:
     """The prepared built-in dataset for `data_cfg` (a DataConfig: synthetic_dir,
     synthetic_videos): a folder with train/, val/ and test/ shards (and probe/, the first
     synthetic_probe_videos train videos, when that is above 0). Generated and prepared
@@ -225,8 +237,9 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
         raise ValueError(f"labels must be 'motion' or 'speed'; got {labels!r}")
     kind = getattr(data_cfg, "synthetic_kind", "motion")
     if kind != "motion" and labels == "speed":
-        raise ValueError(f"data.synthetic_kind={kind} has class labels only: use data.synthetic_kind=motion "
-                         "for the speed regression")
+        raise ValueError(
+            f"data.synthetic_kind={kind} has class labels only: use data.synthetic_kind=motion for the speed regression"
+        )
     videos = int(data_cfg.synthetic_videos)
     if videos < 1:
         raise ValueError(f"data.synthetic_videos={videos} must be >= 1")
@@ -236,11 +249,19 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
     held_out = getattr(data_cfg, "synthetic_heldout", None) or min(max(4, videos), 96)
     probe = min(int(getattr(data_cfg, "synthetic_probe_videos", 0)), videos)
     if kind == "digits":  # Moving MNIST's 16 frames (clips take 8 at stride 2), stored losslessly
-        spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, frames=16, kind=kind,
-                             digits=int(getattr(data_cfg, "synthetic_digits", 1)), probe_videos=probe)
+        spec = SyntheticSpec(
+            train_videos=videos,
+            val_videos=held_out,
+            test_videos=held_out,
+            frames=16,
+            kind=kind,
+            digits=int(getattr(data_cfg, "synthetic_digits", 1)),
+            probe_videos=probe,
+        )
     else:
-        spec = SyntheticSpec(train_videos=videos, val_videos=held_out, test_videos=held_out, kind=kind,
-                             probe_videos=probe)
+        spec = SyntheticSpec(
+            train_videos=videos, val_videos=held_out, test_videos=held_out, kind=kind, probe_videos=probe
+        )
     storage = StorageSettings(lossless=True) if kind == "digits" else None
     root = Path(data_cfg.synthetic_dir).expanduser().resolve()
     shards = root / f"shards-{labels}"
@@ -259,7 +280,15 @@ def ensure_builtin_dataset(data_cfg, labels: Labels = "motion", workers: int | N
         print(f"everest: preparing the built-in {labels} dataset in {shards}", flush=True)
         shutil.rmtree(shards, ignore_errors=True)
         for split in SPLITS + (("probe",) if spec.probe_videos else ()):
-            prepare_dataset(root / "videos", shards / split, root / f"{split}_{labels}.csv", settings=storage,
-                            workers=workers, overwrite=True, min_frames=spec.frames, verbose=False)
+            prepare_dataset(
+                root / "videos",
+                shards / split,
+                root / f"{split}_{labels}.csv",
+                settings=storage,
+                workers=workers,
+                overwrite=True,
+                min_frames=spec.frames,
+                verbose=False,
+            )
         (shards / "READY.json").write_text(json.dumps(wanted))
     return shards
