@@ -161,6 +161,15 @@ def annotate(grid: np.ndarray, titles: list[str], frames: list[int], heatmap: bo
     return np.asarray(canvas)
 
 
+def _picture(
+    rows: list[Tensor], with_reconstruction: bool, with_heatmap: bool, frames_to_show: int, labelled: bool
+) -> np.ndarray:
+    """The rows' chosen frames tiled into a grid, titled and with a legend when `labelled`."""
+    frames = frame_indices(rows[0].shape[1], frames_to_show)
+    grid = grid_image(rows, frames)
+    return annotate(grid, _titles(with_reconstruction, with_heatmap), frames, with_heatmap) if labelled else grid
+
+
 def _titles(with_reconstruction: bool, with_heatmap: bool) -> list[str]:
     keys = (
         ["original", "masked"]
@@ -183,9 +192,7 @@ def reconstruction_grid(
 ) -> np.ndarray:
     """One clip's grid as a uint8 HxWx3 array (see the module docstring for the rows)."""
     rows = reconstruction_rows(video01, visible, target, pred, spec, normalized, scores)
-    frames = frame_indices(video01.shape[1], frames_to_show)
-    grid = grid_image(rows, frames)
-    return annotate(grid, _titles(True, scores is not None), frames, scores is not None) if labelled else grid
+    return _picture(rows, True, scores is not None, frames_to_show, labelled)
 
 
 def selection_grid(
@@ -198,10 +205,9 @@ def selection_grid(
     labelled: bool = True,
 ) -> np.ndarray:
     """Like `reconstruction_grid` without predictions: original, masked and heatmap rows."""
-    rows = selection_rows(video01, visible, target, spec, scores)
-    frames = frame_indices(video01.shape[1], frames_to_show)
-    grid = grid_image(rows, frames)
-    return annotate(grid, _titles(False, scores is not None), frames, scores is not None) if labelled else grid
+    return _picture(
+        selection_rows(video01, visible, target, spec, scores), False, scores is not None, frames_to_show, labelled
+    )
 
 
 def clip_picture(

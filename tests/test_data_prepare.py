@@ -75,38 +75,19 @@ def test_existing_output_needs_overwrite(collection, tmp_path, capsys):
     prepare_dataset(collection / "videos", out, collection / "train_motion.csv", workers=1, verbose=False)
     with pytest.raises(PrepareError, match="--overwrite"):
         prepare_dataset(collection / "videos", out, collection / "train_motion.csv", verbose=False)
-    assert (
-        main(
-            [
-                "--videos",
-                str(collection / "videos"),
-                "--annotations",
-                str(collection / "train_speed.csv"),
-                "--output",
-                str(out),
-                "--workers",
-                "1",
-            ]
-        )
-        == 2
-    )
+    cli = [
+        "--videos",
+        str(collection / "videos"),
+        "--annotations",
+        str(collection / "train_speed.csv"),
+        "--output",
+        str(out),
+        "--workers",
+        "1",
+    ]
+    assert main(cli) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "--videos",
-                str(collection / "videos"),
-                "--annotations",
-                str(collection / "train_speed.csv"),
-                "--output",
-                str(out),
-                "--workers",
-                "1",
-                "--overwrite",
-            ]
-        )
-        == 0
-    )
+    assert main([*cli, "--overwrite"]) == 0
     assert "6 videos written, 0 skipped" in capsys.readouterr().out
     assert json.loads((out / INDEX_NAME).read_text())["label_kind"] == "regression"
     unrelated = tmp_path / "notes"

@@ -8,19 +8,9 @@ The three are imported on first use, so that light submodules (annotations, code
 command line) load without torch and litdata.
 """
 
-from importlib import import_module
-from typing import Any
+from everest.lazy import lazy_getattr
 
-_EXPORTS = {
-    "build_dataloader": "everest.data.loader",
-    "prepare_dataset": "everest.data.prepare",
-    "to_model_input": "everest.data.transforms",
-}
+_EXPORTS = {"build_dataloader": "loader", "prepare_dataset": "prepare", "to_model_input": "transforms"}
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'everest.data' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

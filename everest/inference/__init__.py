@@ -10,8 +10,7 @@ Submodules are imported on first use, so that `everest.inference.sampling` stays
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from everest.lazy import lazy_getattr
 
 _EXPORTS = {
     "FeatureEncoder": "encoder",
@@ -29,9 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'everest.inference' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"everest.inference.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -3,8 +3,7 @@
 The names below are imported on first use, so that light submodules (`presets`) load without torch.
 """
 
-from importlib import import_module
-from typing import Any
+from everest.lazy import lazy_getattr
 
 _EXPORTS = {
     "PRESETS": "presets",
@@ -25,9 +24,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'everest.models' has no attribute {name!r}")
-    return getattr(import_module(f"everest.models.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
