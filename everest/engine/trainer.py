@@ -404,7 +404,7 @@ class Loop:
         """Train metrics from the all-reduced sums, plus validation when due; logged and printed
         as the task returns them."""
         pos, t = self.pos, self.cfg.training
-        metrics = _epoch_metrics(self.task, pos.sums, self.dist)
+        metrics = _epoch_metrics(self.task, pos.sums)
         if self.val_loader is not None and (pos.epoch + 1) % t.val_every_n_epochs == 0:
             metrics.update(self.task.evaluate(self.engine, self.val_loader, self.context()))
             self.engine.train()
@@ -473,7 +473,8 @@ class Loop:
         self.result.signal = -all_reduce_min(-(self.stop.signum or 0), self.dist.device) or None
 
 
-def _epoch_metrics(task: Task, sums: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
+def _epoch_metrics(task: Task, sums: dict[str, float]) -> dict[str, float]:
+    """Train metrics of the epoch from the per-rank sums (loss per clip plus the task's own)."""
     reduced = reduce_sums(sums)
     metrics = {"train_loss_epoch": reduced["loss"] / max(reduced["clips"], 1.0)}
     metrics.update(task.reduce_metrics(reduced, "train_"))
