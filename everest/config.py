@@ -206,8 +206,13 @@ class Config:
         return dataclasses.asdict(self)
 
     def has_split(self, split: str) -> bool:
-        """True when the config names a dataset for `split` (the built-in data has all three)."""
-        return bool(getattr(self.data, f"{split}_optimized_dir")) or self.data.synthetic
+        """True when the config names a dataset for `split` ('train', 'val', 'test', or 'probe':
+        the representation probe's labelled train clips); the built-in data has all of them
+        (the probe's unless data.synthetic_probe_videos is 0)."""
+        d = self.data
+        if split == "probe":
+            return bool(d.probe_train_dir) or (d.synthetic and d.synthetic_probe_videos > 0)
+        return bool(getattr(d, f"{split}_optimized_dir")) or d.synthetic
 
 
 # ----------------------------------------------------------------------------------- building

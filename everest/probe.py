@@ -125,3 +125,34 @@ def linear_probe_accuracy(
     _check(train, train_labels, test, test_labels)
     probe = fit_ridge(train, train_labels, num_classes)
     return 100.0 * (probe.predict(test) == test_labels.long()).double().mean().item()
+
+
+def _stack(parts: list[list[tuple[Tensor, Tensor, Tensor]]]) -> tuple[Tensor, Tensor]:
+    """Every rank's (features, labels, clip indices) batches -> features and labels in clip order
+    (so that the scores do not depend on how the clips were spread over ranks)."""
+    batches = [b for part in parts for b in part]
+    if not batches:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)
+    features = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches])
+    order = torch.cat([b[2] for b in batches]).argsort(stable=True)
+    return features[order], labels[order]
+
+
+def score_probe(train_parts: list, val_parts: list, k: int = 20, temperature: float = 0.07) -> dict[str, float]:
+    """`probe_knn_acc1` and `probe_linear_acc1` from the gathered (features, labels, indices) of
+    the probe's train clips and of the val clips; {} when either holds no class label (unlabeled
+    clips, label -1, are left out; regression targets are not classes)."""
+    train, train_labels = _stack(train_parts)
+    val, val_labels = _stack(val_parts)
+    if train_labels.is_floating_point() or val_labels.is_floating_point() or train_labels.ndim != 1:
+        return {}
+    train, train_labels = train[train_labels >= 0], train_labels[train_labels >= 0]
+    val, val_labels = val[val_labels >= 0], val_labels[val_labels >= 0]
+    if len(train) == 0 or len(val) == 0:
+        return {}
+    classes = int(max(train_labels.max(), val_labels.max())) + 1
+    return {
+        "probe_knn_acc1": knn_accuracy(train, train_labels, val, val_labels, classes, k, temperature),
+        "probe_linear_acc1": linear_probe_accuracy(train, train_labels, val, val_labels, classes),
+    }

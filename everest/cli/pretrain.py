@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
-        task = build_task(cfg, dist_info, lambda: PretrainTask(cfg))
+        probe = cfg.logging.probe_every_n_epochs > 0 and val_loader is not None and cfg.has_split("probe")
+        probe_loader = build_dataloader(cfg, "probe") if probe else None
+        task = build_task(cfg, dist_info, lambda: PretrainTask(cfg, probe_loader=probe_loader))
         result = fit(
             cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume
         )

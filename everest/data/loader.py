@@ -27,7 +27,7 @@ from everest.data.dataset import VideoClipDataset
 from everest.data.remote import check_remote_dataset, is_remote, storage_options
 from everest.data.transforms import ClipRandAugment, ClipRandomErasing
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "probe")  # probe: the representation probe's labelled clips
 
 
 class VideoDataLoader(StreamingDataLoader):
@@ -40,11 +40,12 @@ class VideoDataLoader(StreamingDataLoader):
 
 
 def _dataset_location(cfg: Config, split: str) -> str:
-    location = getattr(cfg.data, f"{split}_optimized_dir")
+    key = "probe_train_dir" if split == "probe" else f"{split}_optimized_dir"
+    location = getattr(cfg.data, key)
     if location is None:
-        if not cfg.data.synthetic:
+        if not cfg.has_split(split):
             raise ConfigError(
-                f"data.{split}_optimized_dir is not set: point it at a folder (or s3:// URL) prepared with "
+                f"data.{key} is not set: point it at a folder (or s3:// URL) prepared with "
                 "`python launch/prepare_data.py`, or set data.synthetic=true for the built-in videos"
             )
         from everest.data.builtin.synthetic import ensure_builtin_dataset
@@ -57,14 +58,14 @@ def _dataset_location(cfg: Config, split: str) -> str:
     path = Path(location).expanduser()
     if not (path / "index.json").is_file():
         raise ConfigError(
-            f"data.{split}_optimized_dir={location}: no prepared dataset there (index.json missing); "
+            f"data.{key}={location}: no prepared dataset there (index.json missing); "
             "create it with `python launch/prepare_data.py --videos ... --output ...`"
         )
     try:
         json.loads((path / "index.json").read_text())
     except (OSError, ValueError) as err:
         raise ConfigError(
-            f"data.{split}_optimized_dir={location}: index.json cannot be read ({err}); "
+            f"data.{key}={location}: index.json cannot be read ({err}); "
             "prepare the dataset again with `python launch/prepare_data.py ... --overwrite`"
         ) from None
     return str(path.resolve())
@@ -105,7 +106,7 @@ def _check_world() -> None:
 def build_dataloader(
     cfg: Config, split: str, *, shuffle: bool | None = None, multiview: bool | None = None
 ) -> VideoDataLoader:
-    """The loader of `split` ('train', 'val' or 'test') for this rank; see the module docstring
+    """The loader of `split` ('train', 'val', 'test' or 'probe') for this rank; see the module docstring
     for the batch format. `shuffle` defaults to True for 'train' only; `multiview` (test-time
     segments x crops) to True for 'test' only."""
     if split not in SPLITS:

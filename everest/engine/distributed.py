@@ -132,7 +132,12 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def is_main_rank() -> bool:
+    """True on rank 0, and in a process without a process group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def print_main(message: str) -> None:
     """Print on rank 0 only (every rank when no process group is running)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+    if is_main_rank():
         print(message, flush=True)

@@ -66,6 +66,12 @@ class Task:
     def evaluate(self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext) -> dict[str, float]:
         return {}
 
+    def start(
+        self, engine: nn.Module, val_batches: Iterable[dict[str, Any]] | None, ctx: StepContext
+    ) -> dict[str, float]:
+        """Called once before the first step of a run (not on resume); metrics logged at step 0."""
+        return {}
+
     def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
         return None
 

@@ -277,6 +277,8 @@ class Loop:
             f"{self.dtype}, {self.steps_per_epoch} steps/epoch, stopping at step {self.stop_at}; "
             f"run folder {self.logger.run_dir}"
         )
+        if pos.step == 0:
+            self.start()
         self.engine.train()
         if self._stop_requested():  # a signal during set-up: nothing trained, nothing to save
             self._stopped()
@@ -399,6 +401,13 @@ class Loop:
         self.logger.scalars(scalars, self.pos.step)
         self.logger.progress(self.pos.step, {"loss": step_loss, "lr": self.lr, "clips/s": scalars["clips_per_s"]})
         self.window.update(clips=0, tokens=0, data_s=0.0, start=time.perf_counter())
+
+    def start(self) -> None:
+        """The task's step-0 measurements (e.g. the representation probe of the initial weights)."""
+        metrics = self.task.start(self.engine, self.val_loader, self.context())
+        if metrics:
+            self.logger.scalars(metrics, 0)
+            self.logger.print("step 0: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def end_epoch(self) -> dict[str, float]:
         """Train metrics from the all-reduced sums, plus validation when due; logged and printed

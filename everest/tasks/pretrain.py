@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from everest import pretext, tokens
 from everest.config import Config
 from everest.data import to_model_input
-from everest.engine.distributed import even_batches, print_main
+from everest.engine.distributed import broadcast_object, even_batches, gather_objects, is_main_rank, print_main
 from everest.engine.optim import param_groups
 from everest.engine.task import StepContext, StepOutput, Task, blank_batch
 from everest.metrics import add_sums, reduce_sums
@@ -27,7 +27,13 @@ from everest.models import PretrainAutoencoder
 from everest.models.spec import spec_from_config
 from everest.models.weights import everest_meta
 from everest.patches import denormalize_video, pixel_targets
+from everest.probe import score_probe
 from everest.viz import clip_picture
+
+
+def _labelled(features: Tensor, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+    """(features, labels, clip indices) of a batch, on the host."""
+    return features.cpu(), torch.as_tensor(batch["label"]).cpu(), torch.as_tensor(batch["index"]).view(-1).cpu()
 
 
 def sample_noise(index: Tensor, seed: int, epoch: int, num_tokens: int, device: torch.device) -> Tensor:
@@ -83,6 +89,12 @@ class PretrainObjective(nn.Module):
             loss = nn.functional.mse_loss(pred.float(), target)
         return loss, pred, selection
 
+    def features(self, video: Tensor) -> Tensor:
+        """Clip features [B, D] for the representation probe: the encoder over every token,
+        its output mean-pooled."""
+        weight = self.model.encoder.patch_embed.proj.weight
+        return self.model.encoder(video.to(weight.dtype)).float().mean(dim=1)
+
     def encoded_visible(self, video: Tensor, visible: Tensor) -> Tensor:
         """The encoder's output tokens [B, V, D] for the `visible` tokens (collapse diagnostics)."""
         weight = self.model.encoder.patch_embed.proj.weight
@@ -94,10 +106,13 @@ class PretrainTask(Task):
 
     draws_pictures = True
 
-    def __init__(self, cfg: Config, model: PretrainAutoencoder | None = None):
+    def __init__(self, cfg: Config, model: PretrainAutoencoder | None = None, probe_loader: Iterable | None = None):
+        """`probe_loader`: the labelled train clips of the representation probe (None: no probe)."""
         self.cfg = cfg
         self.model = model or PretrainAutoencoder(spec_from_config(cfg))
         self.module = PretrainObjective(self.model, cfg)
+        self.probe_loader = probe_loader if cfg.logging.probe_every_n_epochs > 0 else None
+        self.probe_reference: dict[str, float] = {}  # the probe of the initial weights (step 0)
         log = cfg.logging
         self.watch = pretext.ProgressWatch(
             log.pretext_warn_after, log.pretext_warn_below, cfg.training.max_epochs, log=print_main
@@ -135,13 +150,18 @@ class PretrainTask(Task):
         fixed = replace(ctx, epoch=0)
         spec, normalized = self.model.spec, self.cfg.model.normalize_target
         sums: dict[str, float] = {"loss": 0.0, "clips": 0.0, "cosine": 0.0, "cosine_clips": 0.0}
+        probing = self.probe_loader is not None and (ctx.epoch + 1) % self.cfg.logging.probe_every_n_epochs == 0
+        val_features: list[tuple[Tensor, Tensor, Tensor]] = []
         for number, (batch, real) in enumerate(even_batches(batches, ctx.device, self.dummy_batch)):
             video, noise = self._inputs(batch, fixed)
             loss, _, selection = engine(video, noise)
             # first batch only, on every rank alike (ZeRO-3 gathers the weights collectively)
             latent = engine.module.encoded_visible(video, selection.visible) if number == 0 else None
+            features = engine.module.features(video) if probing else None
             if not real:
                 continue
+            if features is not None:
+                val_features.append(_labelled(features, batch))
             clips = float(video.shape[0])
             target = pixel_targets(
                 video,
@@ -176,7 +196,58 @@ class PretrainTask(Task):
         metrics["pretext_progress"] = pretext.pretext_progress(metrics["val_loss"], baseline)
         metrics["val_token_cosine"] = totals["cosine"] / max(totals["cosine_clips"], 1.0)
         self.watch.update(ctx.epoch, metrics["pretext_progress"])
+        if probing:
+            probe = self._probe(engine, val_features, ctx)
+            metrics.update(probe)
+            metrics.update(
+                {
+                    k.replace("_acc1", "_gain"): v - self.probe_reference[k]
+                    for k, v in probe.items()
+                    if k in self.probe_reference
+                }
+            )
         return metrics
+
+    @torch.no_grad()
+    def start(
+        self, engine: nn.Module, val_batches: Iterable[dict[str, Any]] | None, ctx: StepContext
+    ) -> dict[str, float]:
+        """The probe of the initial weights: the reference its later figures are compared with."""
+        if self.probe_loader is None or val_batches is None:
+            return {}
+        engine.eval()
+        val_features = self._features(engine, val_batches, ctx)
+        self.probe_reference = self._probe(engine, val_features, ctx)
+        return dict(self.probe_reference)
+
+    def _features(
+        self, engine: nn.Module, batches: Iterable[dict[str, Any]], ctx: StepContext
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """(features, labels) of this rank's clips of `batches`, every rank running as many forwards."""
+        out = []
+        for batch, real in even_batches(batches, ctx.device, self.dummy_batch):
+            video = to_model_input(
+                batch["video"], self.cfg.data.normalize_mean, self.cfg.data.normalize_std, ctx.device, torch.float32
+            )
+            features = engine.module.features(video)
+            if real:
+                out.append(_labelled(features, batch))
+        return out
+
+    def _probe(
+        self, engine: nn.Module, val_features: list[tuple[Tensor, Tensor, Tensor]], ctx: StepContext
+    ) -> dict[str, float]:
+        """kNN and linear probe accuracy (%) on the labelled val clips, trained on the probe's
+        clips: features gathered from every rank, scored once on rank 0, the figures shared."""
+        train_features = self._features(engine, self.probe_loader, ctx)
+        parts = gather_objects((train_features, val_features))
+        result: dict[str, float] = {}
+        if is_main_rank():
+            log = self.cfg.logging
+            result = score_probe(
+                [p[0] for p in parts], [p[1] for p in parts], log.probe_knn_k, log.probe_knn_temperature
+            )
+        return broadcast_object(result)
 
     @torch.no_grad()
     def picture(self, engine: nn.Module, batch: dict[str, Any], ctx: StepContext) -> np.ndarray | None:
@@ -188,3 +259,9 @@ class PretrainTask(Task):
 
     def checkpoint_meta(self) -> dict[str, Any]:
         return everest_meta(self.model)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"probe_reference": self.probe_reference}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.probe_reference = dict(state.get("probe_reference", {}))
