@@ -4,7 +4,6 @@
 import json
 import multiprocessing
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from everest.config import ConfigError, config_from_dict
 from everest.data import build_dataloader
 from everest.data.builtin.synthetic import SyntheticSpec, ensure_builtin_dataset, generate_collection
 from everest.data.prepare import prepare_dataset
-from tests.conftest import SUBPROCESS_TIMEOUT_S
+from tests.conftest import SUBPROCESS_TIMEOUT_S, free_port
 
 VIDEOS = 16
 
@@ -119,12 +118,6 @@ def test_resume_mid_epoch_yields_only_the_rest(datasets, workers):
     assert indices(full) == seen + rest  # the very order the uninterrupted epoch has
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank(rank, world, port, data_dir, out_dir):
     multiprocessing.set_start_method("fork", force=True)  # DataLoader workers as under torchrun/deepspeed
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
@@ -146,7 +139,7 @@ def _rank(rank, world, port, data_dir, out_dir):
 @pytest.mark.slow
 def test_two_ranks_two_workers_see_every_clip_once(datasets, tmp_path):
     ctx = multiprocessing.get_context("spawn")
-    args = (2, _free_port(), str(datasets / "classes"), str(tmp_path))
+    args = (2, int(free_port()), str(datasets / "classes"), str(tmp_path))
     ranks = [ctx.Process(target=_rank, args=(r, *args)) for r in range(2)]
     for p in ranks:
         p.start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SUBPROCESS_TIMEOUT_S
+from tests.conftest import SUBPROCESS_TIMEOUT_S, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "engine_worker.py"
 PYTHON = sys.executable
 DEEPSPEED = str(Path(PYTHON).with_name("deepspeed"))
-
-
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
 
 
 def run(
@@ -44,7 +37,7 @@ def run(
     elif ranks == 1:
         cmd = [PYTHON] + common
     else:
-        cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", _port()] + common
+        cmd = [DEEPSPEED, "--num_gpus", str(ranks), "--master_port", free_port()] + common
     proc = subprocess.run(
         cmd,
         cwd=tmp,
@@ -107,7 +100,7 @@ def test_gradient_accumulation_matches_bigger_batch(work: Path, reference: dict)
 def test_two_simulated_nodes_train_and_checkpoint(work: Path, reference: dict):
     hostfile = work / "hostfile"
     hostfile.write_text("node0 slots=1\nnode1 slots=1\n")
-    port = _port()
+    port = free_port()
     procs = []
     for node_rank in (0, 1):
         launcher = [

@@ -9,7 +9,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from everest.data.builtin.synthetic import Motion, render, write_video
 from everest.data.codec import iter_source_frames
 from everest.models import PretrainAutoencoder, VideoClassifier, load_encoder, save_everest
 from everest.models.vit import VideoViTSpec
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,12 +202,6 @@ def test_resume_skips_finished_videos_and_refuses_other_settings(work: Path, one
     assert "encoder.mcm_ratio: 0.4 then, None now" in capsys.readouterr().err
 
 
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_two_ranks_write_what_one_rank_writes_each_video_once(work: Path, one_rank: Path):
     deepspeed = str(Path(sys.executable).with_name("deepspeed"))
@@ -216,7 +210,7 @@ def test_two_ranks_write_what_one_rank_writes_each_video_once(work: Path, one_ra
         "--num_gpus",
         "2",
         "--master_port",
-        _port(),
+        free_port(),
         str(ROOT / "launch" / "extract_features.py"),
         "--checkpoint",
         str(work / "pretrain.pt"),

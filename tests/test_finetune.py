@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from everest.config import ConfigError, config_from_dict
 from everest.engine.task import StepContext
 from everest.metrics import classification_metrics, classification_sums, regression_metrics, regression_sums
 from everest.tasks.finetune import FinetuneTask
-from tests.conftest import SUBPROCESS_TIMEOUT_S
+from tests.conftest import SUBPROCESS_TIMEOUT_S, launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -128,12 +127,6 @@ def test_ema_with_zero3_is_refused():
 # ---------------------------------------------------------------------------------- end to end
 
 
-def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("finetune")
@@ -165,10 +158,7 @@ def finetune(work: Path, name: str, *overrides: str, ranks: int = 1) -> Path:
         "logging.log_freq=1",
         *overrides,
     ]
-    if ranks == 1:
-        cmd = [PYTHON] + args
-    else:
-        cmd = [str(Path(PYTHON).with_name("deepspeed")), "--num_gpus", str(ranks), "--master_port", _port()] + args
+    cmd = launcher(ranks) + args
     proc = subprocess.run(
         cmd,
         cwd=work,
