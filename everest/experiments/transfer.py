@@ -1,50 +1,69 @@
-"""Does pretraining pay off? `python -m everest.experiments.transfer [--quick] [--seeds 0 1 2] [--json PATH]`
-(`python -m everest.bench.transfer` runs it too).
+"""What pretraining buys, at every budget: `python -m everest.experiments.transfer [--quick]
+[--budget B] [--seeds 0 1 2] [--jobs 2] [--json PATH] [--plot PATH]`.
 
-Runs the real entry points on the built-in "objects" collection (everest/data/builtin/objects.py: 8
-classes, few labelled videos, a large unlabeled pool). For every seed:
-1. `launch/pretrain.py` twice on the unlabeled pool, with the same model, data, masking ratio and
-   epochs (the default config's: mask 0.5, raw-pixel targets): EVEREST (motion-centric selection,
-   rho 0.3) and VideoMAE (tube masking, the decoder over every token). Their training FLOPs are
-   counted (torch's FlopCounterMode over one step of the real objective, times the clips trained
-   on) and their wall time and final pretext_progress (on the validation split) recorded.
-2. `launch/finetune.py` three times with the same config and budget: from scratch, from the
-   EVEREST encoder and from the VideoMAE encoder. Each keeps its best checkpoint on the validation
-   split and reports the multi-view test of that checkpoint on the test split, which neither
-   pretraining nor fine-tuning ever reads.
-Prints a Markdown table and writes JSON: {"rows": [{"init", "seed", "test_acc1", "pretrain_gflops",
-"pretrain_wall_s", "pretext_progress"}, ...], ...}. `--quick` runs seed 0 only.
+On the built-in "digits" collection (Moving MNIST from real digits, everest/data/builtin/digits.py:
+a pool of 4,000 videos, 500 validation and 500 test videos, split by image) it runs the real
+entry points and draws a budget curve, EVEREST against VideoMAE against no pretraining:
+1. `launch/pretrain.py` for EVEREST (motion-centric selection) and VideoMAE (tube masking, the
+   decoder over every token) for B/4, B/2 and B optimizer steps (seed 0), and B for every other
+   seed; each run has its own learning-rate schedule over its own budget. Training FLOPs are
+   counted (torch's FlopCounterMode over one step of the real objective, times the clips
+   trained on); wall time and the final pretext_progress (validation split) are recorded.
+2. The representation probe of every encoder, random initial weights included (budget 0): frozen,
+   mean-pooled features of the first 10 and 30 pool videos per class, scored on the test split
+   (kNN and the ridge probe of everest.probe).
+3. `launch/finetune.py` from every encoder and from scratch on the first 10 pool videos per class:
+   the checkpoint chosen on the validation split, its multi-view test on the test split.
+Every setting (masking ratios, learning rates, the fine-tuning protocol) comes from the two
+configs and was chosen on the validation split (docs/pretraining-benefit.md); nothing here reads
+the test split except the final scores. Up to `--jobs` runs go at once, each on one thread.
+
+Prints the table, writes JSON (`rows`: one per init, budget and seed, with `init`, `seed`,
+`pretrain_steps`, `pretrain_gflops`, `pretrain_wall_s`, `pretext_progress`, `probe_knn_acc1`,
+`probe_linear_acc1` (10 labels per class), `probe_linear_acc1_30`, `test_acc1`) and a PNG of
+accuracy against pretraining GFLOPs. `--quick`: seed 0, budgets 0 and B/2 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import re
 import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PRETRAIN_CONFIG = "configs/pretrain/default_cpu.yaml"
 FINETUNE_CONFIG = "configs/finetune/default_cpu.yaml"
-INITS = ("scratch", "everest", "videomae")
-MASKING = {"everest": ["model.mask_type=motion-centric"], "videomae": ["model.mask_type=tube"]}
+METHODS = {"everest": "motion-centric", "videomae": "tube"}
+INITS = ("scratch", *METHODS)
+POOL, HELD_OUT, CLASSES = 4000, 500, 10
+POOL_DIR = f"./data/digits{POOL}"
+PROBE_LABELS = (10, 30)  # labelled pool videos per class the probe trains on
+VALIDATIONS = 5  # per pretraining run (each with the in-run probe on the validation split)
 
 
 @dataclass
 class Row:
-    """One fine-tuning result and the pretraining it started from (zeros for scratch)."""
+    """One encoder (an init at a pretraining budget and seed) and what it scored."""
 
     init: str
     seed: int
-    test_acc1: float
+    pretrain_steps: int = 0
+    test_acc1: float = 0.0
     pretrain_gflops: float = 0.0
     pretrain_wall_s: float = 0.0
     pretext_progress: float = 0.0
+    probe_knn_acc1: float = 0.0
+    probe_linear_acc1: float = 0.0
+    probe_linear_acc1_30: float = 0.0
     finetune_wall_s: float = 0.0
     test_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -67,45 +86,66 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
-    parser.add_argument("--quick", action="store_true", help="seed 0 only (about 14 minutes on 2 CPU cores)")
-    parser.add_argument("--pretrain-videos", type=int, default=1024, help="unlabeled videos in the pretraining pool")
-    parser.add_argument("--pretrain-epochs", type=int, default=24)
+    parser.add_argument("--budget", type=int, default=4000, help="B: the largest pretraining budget, in steps")
+    parser.add_argument("--quick", action="store_true", help="seed 0, budgets 0 and B/2 only")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
     parser.add_argument("--finetune-config", default=FINETUNE_CONFIG)
     parser.add_argument(
-        "--pretrain",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra override for both pretraining runs (repeatable)",
+        "--pretrain", action="append", default=[], metavar="KEY=VALUE", help="extra override for every pretraining run"
     )
     parser.add_argument(
-        "--finetune",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra override for every fine-tuning run (repeatable)",
+        "--finetune", action="append", default=[], metavar="KEY=VALUE", help="extra override for every fine-tuning run"
     )
     parser.add_argument(
         "--work-dir", default="output/transfer", help="run folders go here, one new subfolder per invocation"
     )
     parser.add_argument("--json", default=None, help="write the results here (default: the invocation's folder)")
+    parser.add_argument("--plot", default=None, help="write the curve here (default: the invocation's folder)")
+    parser.add_argument("--probe-checkpoint", default=None, help=argparse.SUPPRESS)  # internal: one probe job
+    parser.add_argument("--probe-seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.seeds = [0]
+        args.seeds = args.seeds[:1]
+    if args.budget < 4 or args.jobs < 1:
+        parser.error("--budget must be >= 4 and --jobs >= 1")
     return args
 
 
-def _run(script: str, config: str, overrides: list[str], log: Path) -> float:
-    """Run one entry point to completion (output to `log`); returns its wall time."""
-    command = [sys.executable, str(REPO / "launch" / script), "--config", config, *overrides]
+def budgets(args: argparse.Namespace, seed: int) -> list[int]:
+    """Pretraining budgets (steps) of `seed`: the curve on the first seed, B on the others."""
+    if args.quick:
+        return [args.budget // 2]
+    return [args.budget // 4, args.budget // 2, args.budget] if seed == args.seeds[0] else [args.budget]
+
+
+def pretrain_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    """The benchmark's pool (the first 30 videos per class also prepared as the probe's split)."""
+    return [
+        f"data.synthetic_dir={POOL_DIR}",
+        f"data.synthetic_videos={POOL}",
+        f"data.synthetic_heldout={HELD_OUT}",
+        f"data.synthetic_probe_videos={max(PROBE_LABELS) * CLASSES}",
+        f"training.seed={seed}",
+        *args.pretrain,
+    ]
+
+
+def _run(command: list[str], log: Path) -> float:
+    """Run one command to completion on one thread (output to `log`); returns its wall time."""
     print("$ " + " ".join(command[1:]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.perf_counter()
     with open(log, "w") as out:
-        code = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        code = subprocess.call(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     if code != 0:
-        raise SystemExit(f"{script} exited with {code}; its output is in {log}")
+        raise SystemExit(f"{' '.join(command[1:3])} exited with {code}; its output is in {log}")
     return time.perf_counter() - start
+
+
+def _script(name: str) -> list[str]:
+    return [sys.executable, str(REPO / "launch" / name)]
 
 
 def _test_metrics(log_dir: Path) -> dict[str, float]:
@@ -149,36 +189,96 @@ def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
     return count_flops(step) / 1e9
 
 
-def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int) -> Pretraining:
-    out = work / f"pretrain_{method}_seed{seed}"
+def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int, steps: int) -> Pretraining:
+    """One pretraining run of `steps` optimizer steps (whole epochs of the pool)."""
+    from everest.config import load_config
+
+    name = f"pretrain_{method}_{steps}_seed{seed}"
+    out = work / name
+    base = [*pretrain_overrides(args, seed), f"model.mask_type={METHODS[method]}"]
+    batch = load_config(REPO / args.pretrain_config, base).training.batch_size
+    epochs = max(1, round(steps * batch / POOL))
+    every = max(1, epochs // VALIDATIONS) if epochs % VALIDATIONS == 0 else epochs
     overrides = [
-        f"data.synthetic_dir=./data/shapes{args.pretrain_videos}",
-        f"data.synthetic_videos={args.pretrain_videos}",
-        f"training.max_epochs={args.pretrain_epochs}",
-        f"training.seed={seed}",
-        *MASKING[method],
-        *args.pretrain,
+        *base,
+        f"training.max_epochs={epochs}",
+        f"training.val_every_n_epochs={every}",
+        f"logging.probe_every_n_epochs={every}",
         f"checkpoint.dir={out / 'ck'}",
         f"logging.log_dir={out / 'logs'}",
         "logging.image_freq=0",
+        "checkpoint.save_top_k=0",
     ]
-    log = work / f"pretrain_{method}_seed{seed}.log"
-    wall = _run("pretrain.py", args.pretrain_config, overrides, log)
+    log = work / f"{name}.log"
+    wall = _run([*_script("pretrain.py"), "--config", args.pretrain_config, *overrides], log)
     text = log.read_text()
-    steps = steps_done(text)
-    from everest.config import load_config
-
-    batch = load_config(REPO / args.pretrain_config, overrides).training.batch_size
-    gflops = training_gflops_per_clip(args.pretrain_config, overrides) * steps * batch
+    done = steps_done(text)
     progress = last_logged(text, "pretext_progress")
     if progress is None:
         raise SystemExit(f"{log}: no pretext_progress was logged (does the run validate?)")
-    return Pretraining(str(out / "ck"), gflops, wall, progress, steps)
+    gflops = training_gflops_per_clip(args.pretrain_config, overrides) * done * batch
+    return Pretraining(str(out / "ck"), gflops, wall, progress, done)
 
 
-def finetune(args: argparse.Namespace, work: Path, init: str, seed: int, start: Pretraining | None) -> Row:
-    name = f"finetune_{init}_seed{seed}"
-    out = work / name
+def probe_scores(config: str, overrides: list[str], checkpoint: str | None, seed: int) -> dict[str, float]:
+    """kNN and ridge probe accuracy (%) on the test split, trained on the first 10 and 30 pool
+    videos per class, of the encoder in `checkpoint` (None: the initial weights of `seed`)."""
+    import torch
+
+    from everest.config import load_config
+    from everest.data import build_dataloader, to_model_input
+    from everest.models import PretrainAutoencoder, load_pretrain_model
+    from everest.models.spec import spec_from_config
+    from everest.probe import score_probe
+    from everest.tasks.pretrain import PretrainObjective
+
+    cfg = load_config(REPO / config, overrides)
+    if checkpoint is None:
+        torch.manual_seed(seed)
+        model = PretrainAutoencoder(spec_from_config(cfg))
+    else:
+        model = load_pretrain_model(checkpoint, num_frames=cfg.training.num_frames, input_size=cfg.model.input_size)
+    objective = PretrainObjective(model, cfg).eval()
+
+    def features(split: str) -> list:
+        out = []
+        for batch in build_dataloader(cfg, split, shuffle=False, multiview=False):
+            video = to_model_input(
+                batch["video"], cfg.data.normalize_mean, cfg.data.normalize_std, torch.device("cpu"), torch.float32
+            )
+            with torch.no_grad():
+                out.append(
+                    (objective.features(video), torch.as_tensor(batch["label"]), torch.as_tensor(batch["index"]))
+                )
+        return out
+
+    labelled, test = features("probe"), features("test")
+    scores = {}
+    for per_class in PROBE_LABELS:
+        subset = [
+            (f[i < per_class * CLASSES], y[i < per_class * CLASSES], i[i < per_class * CLASSES]) for f, y, i in labelled
+        ]
+        found = score_probe([subset], [test], cfg.logging.probe_knn_k, cfg.logging.probe_knn_temperature)
+        suffix = "" if per_class == PROBE_LABELS[0] else f"_{per_class}"
+        scores.update({f"{key}{suffix}": value for key, value in found.items()})
+    return scores
+
+
+def probe(args: argparse.Namespace, work: Path, name: str, checkpoint: str | None, seed: int) -> dict[str, float]:
+    """The probe of one encoder, run as its own process (one thread, like every job)."""
+    out = work / f"probe_{name}.json"
+    command = [sys.executable, "-m", "everest.experiments.transfer", "--probe-seed", str(seed), "--probe-out", str(out)]
+    command += ["--pretrain-config", args.pretrain_config, *(f"--pretrain={o}" for o in args.pretrain)]
+    if checkpoint is not None:
+        command += ["--probe-checkpoint", checkpoint]
+    _run(command, work / f"probe_{name}.log")
+    return json.loads(out.read_text())
+
+
+def finetune(args: argparse.Namespace, work: Path, name: str, seed: int, start: Pretraining | None) -> dict:
+    """Fine-tuning from `start` (None: from scratch): the multi-view test of the checkpoint
+    chosen on the validation split."""
+    out = work / f"finetune_{name}"
     overrides = [
         f"training.seed={seed}",
         *args.finetune,
@@ -187,17 +287,44 @@ def finetune(args: argparse.Namespace, work: Path, init: str, seed: int, start: 
     ]
     if start is not None:
         overrides.append(f"model.pretrained_path={start.checkpoint}")
-    wall = _run("finetune.py", args.finetune_config, overrides, work / f"{name}.log")
-    metrics = _test_metrics(out / "logs")
-    row = Row(init, seed, metrics["test_acc1"], finetune_wall_s=wall, test_metrics=metrics)
+    wall = _run([*_script("finetune.py"), "--config", args.finetune_config, *overrides], work / f"finetune_{name}.log")
+    return {"wall_s": wall, "metrics": _test_metrics(out / "logs")}
+
+
+def _score(args: argparse.Namespace, work: Path, row: Row, start: Pretraining | None) -> Row:
+    name = f"{row.init}_{row.pretrain_steps}_seed{row.seed}"
+    scores = probe(args, work, name, start.checkpoint if start else None, row.seed)
+    tuned = finetune(args, work, name, row.seed, start)
+    row.probe_knn_acc1 = scores.get("probe_knn_acc1", 0.0)
+    row.probe_linear_acc1 = scores.get("probe_linear_acc1", 0.0)
+    row.probe_linear_acc1_30 = scores.get("probe_linear_acc1_30", 0.0)
+    row.test_metrics, row.test_acc1, row.finetune_wall_s = (
+        tuned["metrics"],
+        tuned["metrics"]["test_acc1"],
+        tuned["wall_s"],
+    )
     if start is not None:
         row.pretrain_gflops, row.pretrain_wall_s, row.pretext_progress = (
             start.gflops,
             start.wall_s,
             start.pretext_progress,
         )
-    print(f"  {name}: test_acc1={row.test_acc1:.1f}", flush=True)
+    print(f"  {name}: probe_linear_acc1={row.probe_linear_acc1:.1f} test_acc1={row.test_acc1:.1f}", flush=True)
     return row
+
+
+def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Every pretraining run (the longest first), then every probe and fine-tuning, `--jobs` at once."""
+    runs = sorted(
+        ((method, seed, steps) for seed in args.seeds for steps in budgets(args, seed) for method in METHODS),
+        key=lambda r: (-r[2], r[0] != "videomae"),
+    )
+    with ThreadPoolExecutor(args.jobs) as pool:
+        started = {run: pool.submit(pretrain, args, work, *run) for run in runs}
+        done = {run: future.result() for run, future in started.items()}
+        jobs = [(Row("scratch", seed), None) for seed in args.seeds]
+        jobs += [(Row(method, seed, steps), start) for (method, seed, steps), start in done.items()]
+        return [f.result() for f in [pool.submit(_score, args, work, row, start) for row, start in jobs]]
 
 
 def _mean_std(values: list[float]) -> str:
@@ -206,85 +333,147 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
+def _mean(rows: list[Row], key: str) -> float:
+    return statistics.mean(getattr(r, key) for r in rows)
+
+
+def _groups(rows: list[Row]) -> dict[tuple[str, int], list[Row]]:
+    groups: dict[tuple[str, int], list[Row]] = {}
+    for row in sorted(rows, key=lambda r: (INITS.index(r.init), r.pretrain_steps, r.seed)):
+        groups.setdefault((row.init, row.pretrain_steps), []).append(row)
+    return groups
+
+
 def markdown(rows: list[Row]) -> str:
-    """Per init: test top-1 (mean ± std and per seed), pretraining GFLOPs, wall s, pretext progress."""
+    """One line per init and budget: test top-1 and probe (mean ± std over seeds, per seed),
+    pretraining GFLOPs, wall time and pretext progress."""
     lines = [
-        "| init | test top-1 % (mean ± std) | per seed | pretraining GFLOPs | pretraining wall s | pretext_progress |",
-        "|---|---|---|---|---|---|",
+        "| init | pretraining steps | fine-tuned test top-1 % | per seed | probe linear 10/class % | "
+        "probe linear 30/class % | probe kNN 10/class % | pretraining GFLOPs | pretraining wall s | pretext_progress |",
+        "|---|---:|---|---|---|---|---|---:|---:|---:|",
     ]
-    for init in INITS:
-        mine = sorted((r for r in rows if r.init == init), key=lambda r: r.seed)
-        if not mine:
-            continue
-        per_seed = ", ".join(f"{r.test_acc1:.1f}" for r in mine)
-        mean = {
-            key: statistics.mean(getattr(r, key) for r in mine)
-            for key in ("pretrain_gflops", "pretrain_wall_s", "pretext_progress")
-        }
+    for (init, steps), group in _groups(rows).items():
         lines.append(
-            f"| {init} | {_mean_std([r.test_acc1 for r in mine])} | {per_seed} | "
-            f"{mean['pretrain_gflops']:.0f} | {mean['pretrain_wall_s']:.0f} | "
-            f"{mean['pretext_progress']:.3f} |"
+            f"| {init} | {steps} | {_mean_std([r.test_acc1 for r in group])} | "
+            f"{', '.join(f'{r.test_acc1:.1f}' for r in group)} | {_mean_std([r.probe_linear_acc1 for r in group])} | "
+            f"{_mean_std([r.probe_linear_acc1_30 for r in group])} | {_mean_std([r.probe_knn_acc1 for r in group])} | "
+            f"{_mean(group, 'pretrain_gflops'):.0f} | {_mean(group, 'pretrain_wall_s'):.0f} | "
+            f"{_mean(group, 'pretext_progress'):.3f} |"
         )
     return "\n".join(lines)
 
 
 def margins(rows: list[Row]) -> dict[str, float]:
-    """EVEREST minus scratch and minus VideoMAE (mean and worst seed), and the FLOPs ratio."""
-    by = {(r.init, r.seed): r for r in rows}
-    seeds = sorted({r.seed for r in rows if r.init == "everest"})
+    """At the largest budget: EVEREST minus scratch and minus VideoMAE (test top-1, mean over
+    seeds and the worst seed; probe), the FLOPs ratio; and where EVEREST's gain over scratch,
+    extrapolated linearly in log(steps) from the curve, would reach +10 points."""
+    largest = max((r.pretrain_steps for r in rows if r.init == "everest"), default=0)
+    by = {(r.init, r.pretrain_steps if r.init != "scratch" else largest, r.seed): r for r in rows}
+    seeds = sorted(s for (init, steps, s) in by if init == "everest" and steps == largest)
     out: dict[str, float] = {}
     for other in ("scratch", "videomae"):
-        diffs = [by[("everest", s)].test_acc1 - by[(other, s)].test_acc1 for s in seeds if (other, s) in by]
-        if diffs:
+        pairs = [(by[("everest", largest, s)], by[(other, largest, s)]) for s in seeds if (other, largest, s) in by]
+        if pairs:
+            diffs = [a.test_acc1 - b.test_acc1 for a, b in pairs]
             out[f"everest_minus_{other}_mean"] = statistics.mean(diffs)
             out[f"everest_minus_{other}_min"] = min(diffs)
-    flops = [
-        by[("everest", s)].pretrain_gflops / by[("videomae", s)].pretrain_gflops
+            out[f"everest_minus_{other}_probe_mean"] = statistics.mean(
+                a.probe_linear_acc1 - b.probe_linear_acc1 for a, b in pairs
+            )
+    ratios = [
+        by[("everest", largest, s)].pretrain_gflops / by[("videomae", largest, s)].pretrain_gflops
         for s in seeds
-        if ("videomae", s) in by and by[("videomae", s)].pretrain_gflops
+        if ("videomae", largest, s) in by and by[("videomae", largest, s)].pretrain_gflops
     ]
-    if flops:
-        out["everest_over_videomae_gflops"] = statistics.mean(flops)
+    if ratios:
+        out["everest_over_videomae_gflops"] = statistics.mean(ratios)
+    scratch = statistics.mean(r.test_acc1 for r in rows if r.init == "scratch") if rows else 0.0
+    curve = [
+        (math.log(steps), statistics.mean(r.test_acc1 for r in group) - scratch)
+        for (init, steps), group in _groups(rows).items()
+        if init == "everest"
+    ]
+    if len(curve) >= 2:
+        xs, ys = zip(*curve)
+        slope = statistics.linear_regression(xs, ys).slope
+        intercept = statistics.mean(ys) - slope * statistics.mean(xs)
+        out["everest_gain_per_budget_doubling"] = slope * math.log(2)
+        if slope > 0:
+            out["everest_steps_for_plus_10"] = math.exp((10.0 - intercept) / slope)
     return out
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Fine-tuned test top-1 and the 10-per-class linear probe against pretraining GFLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    scratch = [r for r in rows if r.init == "scratch"]
+    for ax, key, title in zip(
+        axes, ("test_acc1", "probe_linear_acc1"), ("fine-tuned, test top-1 %", "linear probe (10/class), test top-1 %")
+    ):
+        for method, colour in (("everest", "tab:green"), ("videomae", "tab:blue")):
+            points = [(0.0, statistics.mean(getattr(r, key) for r in scratch))] if scratch else []
+            points += [
+                (statistics.mean(r.pretrain_gflops for r in g), statistics.mean(getattr(r, key) for r in g))
+                for (init, _), g in _groups(rows).items()
+                if init == method
+            ]
+            ax.plot(*zip(*points), "o-", color=colour, label="EVEREST" if method == "everest" else "VideoMAE (tube)")
+            for (init, _), g in _groups(rows).items():
+                if init == method:
+                    ax.scatter(
+                        [r.pretrain_gflops for r in g], [getattr(r, key) for r in g], color=colour, s=10, alpha=0.5
+                    )
+        ax.set_xlabel("pretraining GFLOPs (0: no pretraining)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
-    from everest.bench.timing import environment, write_json
+    if args.probe_out:  # one probe job, started by run_all
+        scores = probe_scores(
+            args.pretrain_config, pretrain_overrides(args, args.probe_seed), args.probe_checkpoint, args.probe_seed
+        )
+        Path(args.probe_out).write_text(json.dumps(scores))
+        return 0
+    from everest.bench.timing import describe_device, environment, write_json
 
     work = (REPO / args.work_dir).resolve() / time.strftime("run-%Y%m%d-%H%M%S")
     work.mkdir(parents=True, exist_ok=False)
     started = time.perf_counter()
-    rows: list[Row] = []
-    for seed in args.seeds:
-        starts = {method: pretrain(args, work, method, seed) for method in ("everest", "videomae")}
-        rows.append(finetune(args, work, "scratch", seed, None))
-        for method, start in starts.items():
-            rows.append(finetune(args, work, method, seed, start))
+    rows = run_all(args, work)
     total = time.perf_counter() - started
     print(markdown(rows))
     found = margins(rows)
     print(", ".join(f"{k}={v:.3f}" for k, v in found.items()))
-    env = environment("cpu")
-    print(f"{env['device']}, torch {torch.__version__}; whole experiment {total:.0f} s")
-    path = Path(args.json) if args.json else work / "transfer.json"
+    print(f"{describe_device('cpu')}; {args.jobs} runs at once, one thread each; whole benchmark {total:.0f} s")
+    picture = Path(args.plot) if args.plot else work / "transfer.png"
+    plot(rows, picture)
     record = {
         "rows": [asdict(r) for r in rows],
         "margins": found,
         "wall_s": total,
-        **env,
+        **environment("cpu"),
+        "jobs": args.jobs,
         "seeds": args.seeds,
+        "budget": args.budget,
+        "quick": args.quick,
         "pretrain_config": args.pretrain_config,
         "finetune_config": args.finetune_config,
         "pretrain_overrides": args.pretrain,
         "finetune_overrides": args.finetune,
-        "pretrain_videos": args.pretrain_videos,
-        "pretrain_epochs": args.pretrain_epochs,
     }
-    print(f"wrote {write_json(path, record)}")
+    path = write_json(Path(args.json) if args.json else work / "transfer.json", record)
+    print(f"wrote {path} and {picture}")
     return 0
 
 
