@@ -193,12 +193,12 @@ def test_extraction_reads_prepared_shards(work: Path):
 
 def test_class_names_of_the_built_in_collections(work: Path):
     from everest.config import load_config
-    from everest.data.builtin import objects, synthetic
+    from everest.data.builtin import digits, objects, synthetic
     from everest.inference.predict import class_names
     from everest.models.weights import read_weights
 
     loaded = read_weights(work / "classifier.pt")
-    for kind, names in (("objects", objects.CLASSES), ("motion", synthetic.CLASSES)):
+    for kind, names in (("objects", objects.CLASSES), ("motion", synthetic.CLASSES), ("digits", digits.CLASSES)):
         cfg = load_config(None, ["data.synthetic=true", f"data.synthetic_kind={kind}"])
         assert class_names(cfg, loaded, None, len(names)) == list(names)
     assert class_names(load_config(None, []), loaded, None, 4) is None

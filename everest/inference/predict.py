@@ -104,6 +104,8 @@ def class_names(cfg: Config, loaded: LoadedWeights, names_file: str | None, coun
     if cfg.data.synthetic and cfg.model.task_type == "classification":
         if cfg.data.synthetic_kind == "objects":
             from everest.data.builtin.objects import CLASSES
+        elif cfg.data.synthetic_kind == "digits":
+            from everest.data.builtin.digits import CLASSES
         else:
             from everest.data.builtin.synthetic import CLASSES
         if count == len(CLASSES):
