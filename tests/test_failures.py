@@ -13,7 +13,8 @@ import pytest
 
 from everest.models import PretrainAutoencoder, save_everest
 from tests.conftest import SUBPROCESS_TIMEOUT_S
-from tests.test_engine_dist import DEEPSPEED, PYTHON, ROOT, WORKER, _port
+from tests.conftest import free_port
+from tests.test_engine_dist import DEEPSPEED, PYTHON, ROOT, WORKER
 from tests.test_models import tiny_spec
 
 
@@ -137,7 +138,7 @@ def test_one_rank_crashing_stops_the_other(tmp_path: Path):
             "--num_gpus",
             "2",
             "--master_port",
-            _port(),
+            free_port(),
             str(WORKER),
             "--out",
             str(tmp_path / "out.json"),
