@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from everest.models import PretrainAutoencoder, save_everest
-from tests.conftest import SUBPROCESS_TIMEOUT_S
-from tests.conftest import free_port
+from tests.conftest import SUBPROCESS_TIMEOUT_S, free_port
 from tests.test_engine_dist import DEEPSPEED, PYTHON, ROOT, WORKER
 from tests.test_models import tiny_spec
 
