@@ -113,6 +113,8 @@ def _probe_run(tmp: Path, data: Path, name: str, ranks: int) -> dict[str, list[f
         "optimizer.lr=1e-9",
         "optimizer.min_lr=0",
         "logging.probe_knn_k=5",
+        "training.val_every_n_epochs=1",
+        "logging.probe_every_n_epochs=1",
         f"checkpoint.dir={out / 'ck'}",
         f"logging.log_dir={out / 'logs'}",
     ]
