@@ -230,12 +230,19 @@ def choose_checkpoint(path: str | Path) -> tuple[Path, str]:
 
 
 def load_rank_state(point: ResumePoint, rank: int) -> dict[str, Any] | None:
+    """A rank's RNG streams, epoch sums and loader position, read with the weights-only unpickler;
+    numpy's RNG state is an array, so numpy's array reconstruction (data, not code) is allowed."""
+    import numpy as np
     import torch
+
+    from everest.models.weights import load_tensors
 
     path = point.load_dir / point.tag / f"everest_rank{rank}.pt"
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    arrays = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    with torch.serialization.safe_globals(arrays):
+        return load_tensors(path)
 
 
 def read_meta(point: ResumePoint) -> dict[str, Any]:

@@ -127,6 +127,10 @@ def _restore(
 ) -> _Position:
     """Load the DeepSpeed state and, on the same world size, the exact per-rank position
     (RNG streams, epoch sums, data-loader position)."""
+    # Resuming reads the run's own engine state through DeepSpeed, which unpickles its own objects
+    # (optimizer and loss-scaler state) with full loading: resume only runs whose folder you trust.
+    # Weights from elsewhere go through everest.models.weights (weights-only), and the per-rank
+    # RNG/loader state below through ckpt.load_rank_state (weights-only, numpy arrays allowed).
     _, client = engine.load_checkpoint(str(point.load_dir), tag=point.tag)
     task.load_extra_state(client.get("task", {}))
     state = client["everest"]

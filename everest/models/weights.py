@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -118,6 +120,43 @@ def _infer_spec(sd: dict[str, Tensor], **defaults: Any) -> VideoViTSpec:
     return VideoViTSpec(**spec)
 
 
+_TORCH_LOAD = torch.load
+
+
+def load_tensors(path: str | Path, **options: Any) -> Any:
+    """`torch.load` of a checkpoint file (to the CPU unless `options` say otherwise) with the
+    weights-only unpickler: tensors, numbers, strings and containers come back, and a pickle
+    asking for anything else (which could run code) is refused with a WeightsError naming the file."""
+    import pickle
+
+    options = {"map_location": "cpu", **options, "weights_only": True}
+    try:
+        return _TORCH_LOAD(path, **options)
+    except pickle.UnpicklingError as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise WeightsError(
+            f"{path}: refused: the file pickles objects other than tensors and plain containers, and "
+            f"unpickling them could run code ({first[:160]}); load only checkpoints you trust, "
+            "converted to safetensors or weights-only files"
+        ) from None
+
+
+@contextmanager
+def _weights_only_torch_load() -> Iterator[None]:
+    """Every torch.load inside goes through `load_tensors` (DeepSpeed's ZeRO consolidation
+    reads its partitions with weights_only=False)."""
+
+    def weights_only(file: Any, map_location: Any = "cpu", **kwargs: Any) -> Any:
+        kwargs.pop("weights_only", None)
+        return load_tensors(file, map_location=map_location, **kwargs)
+
+    torch.load = weights_only
+    try:
+        yield
+    finally:
+        torch.load = _TORCH_LOAD
+
+
 def _tag_dir(path: Path) -> Path:
     """A DeepSpeed run folder resolves to the tag named in its 'latest' file."""
     latest = path / "latest"
@@ -130,12 +169,13 @@ def _read_deepspeed_dir(path: Path) -> dict[str, Tensor]:
 
     tag_dir = _tag_dir(path)
     if any(tag_dir.glob("*optim_states.pt")) and any(tag_dir.glob("zero_pp_rank_*")):
-        sd = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        with _weights_only_torch_load():
+            sd = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
         return {k: v.float() for k, v in sd.items()}
     states = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
     if not states:
         raise WeightsError(f"{path}: not a DeepSpeed checkpoint (no mp_rank_*_model_states.pt)")
-    obj = torch.load(states[0], map_location="cpu", weights_only=False)
+    obj = load_tensors(states[0])
     return {k: v.float() for k, v in obj["module"].items()}
 
 
@@ -164,7 +204,9 @@ def _read_any(path: Path) -> LoadedWeights:
 
         return LoadedWeights(_canonical_videomae(load_file(str(path))), None, "videomae")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_tensors(path)
+    except WeightsError:
+        raise
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({err})") from err
     sd = _canonical_videomae(_unwrap(obj, path))
@@ -182,7 +224,7 @@ def _read_hf_dir(path: Path) -> LoadedWeights:
 
         sd = load_file(str(path / "model.safetensors"))
     elif (path / "pytorch_model.bin").is_file():
-        sd = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        sd = load_tensors(path / "pytorch_model.bin")
     else:
         raise WeightsError(f"{path}: neither model.safetensors nor pytorch_model.bin found")
     return LoadedWeights(hf_to_canonical(sd), spec_from_hf_config(cfg), "huggingface", {"hf_config": cfg})
