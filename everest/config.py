@@ -112,6 +112,9 @@ class TrainingConfig:
     deepspeed_config: str = "ds_configs/zero1.json"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
+    # Deterministic kernels on GPU (torch.use_deterministic_algorithms, no cuDNN autotuning):
+    # slower; a CPU run in one process repeats bitwise without it (docs/reproducibility.md).
+    deterministic: bool = False
     max_consecutive_nonfinite: int = 10
     test_num_segment: int = 5
     test_num_crop: int = 3

@@ -256,3 +256,17 @@ def test_even_batches_pads_to_the_length_and_marks_padding():
 
     assert list(even_batches(Short([1, 2]), torch.device("cpu"), dummy=lambda: 0))[-1] == (2, False)
     assert list(even_batches(Short([]), torch.device("cpu"), dummy=lambda: 0)) == [(0, False)] * 3
+
+
+def test_deterministic_kernels_are_asked_for():
+    from everest.engine.trainer import use_deterministic_kernels
+
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        use_deterministic_kernels()
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]

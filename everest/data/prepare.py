@@ -176,6 +176,7 @@ def prepare_dataset(
                 inputs=list(range(len(table.entries))),
                 output_dir=str(output),
                 num_workers=workers,
+                keep_data_ordered=True,  # static slices per worker: the same shards on every run
                 chunk_bytes=chunk_bytes,
                 verbose=verbose,
                 start_method="fork",

@@ -80,6 +80,16 @@ def seed_everything(seed: int, rank: int) -> None:
     torch.manual_seed(seed + rank)
 
 
+def use_deterministic_kernels() -> None:
+    """Ask torch for deterministic kernels (GPU scatter/index backward, cuBLAS workspaces, no
+    cuDNN autotuning); ops without a deterministic version warn instead of failing."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
 def _peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
@@ -205,6 +215,8 @@ def fit(
             ckpt.ensure_fresh_dir(cfg.checkpoint.dir, resume)
         ds = _resolved_ds(cfg, dist_info, ds_config_path)
         seed_everything(cfg.training.seed, dist_info.rank)
+        if cfg.training.deterministic:
+            use_deterministic_kernels()
         kernels.set_backend(cfg.features.kernel_backend)
 
         point = ckpt.find_resume_point(resume, cfg.checkpoint.dir)
