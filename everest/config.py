@@ -161,6 +161,9 @@ class FeaturesConfig:
     use_checkpoint: bool = False
     kernel_backend: Literal["auto", "triton", "torch"] = "auto"
     compile: bool = False  # torch.compile each encoder/decoder block (fuses norms, GELU, residual adds)
+    # CPU matrix products: "auto" times oneDNN against F.linear on the model's shapes at start-up
+    # (cached per CPU) and takes the faster; the run's logged config records the choice.
+    linear_backend: Literal["auto", "onednn", "torch"] = "auto"
 
 
 @dataclass

@@ -152,3 +152,60 @@ def test_compiled_blocks_equal_eager_blocks():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     for a, b in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize("slow", ["onednn", "torch"])
+def test_auto_picks_the_faster_backend_and_reuses_the_cached_choice(tmp_path, monkeypatch, slow):
+    import time
+
+    from everest.models import linear_backend
+
+    monkeypatch.setenv("EVEREST_CACHE_DIR", str(tmp_path))
+    real = linear_backend._products
+
+    def products(shapes, dtype, onednn):
+        run = real(shapes, dtype, onednn)
+        if onednn == (slow == "onednn"):  # this backend made artificially slow
+            return lambda: (time.sleep(0.02), run())
+        return run
+
+    monkeypatch.setattr(linear_backend, "_products", products)
+    shapes = [(64, 48, 96), (64, 96, 48)]
+    chosen, record = linear_backend.choose("tiny", shapes, measure_fn=lambda s, d: linear_backend.measure(s, d, 3))
+    assert chosen != slow and record["source"] == "measured"
+    assert record["seconds"][slow] > record["seconds"][chosen] + 0.015
+
+    def never(*_):
+        raise AssertionError("measured again instead of using the cache")
+
+    again, cached = linear_backend.choose("tiny", shapes, measure_fn=never)
+    assert again == chosen and cached["source"] == "cached"
+    assert (
+        linear_backend.choose("tiny", shapes[:1], measure_fn=lambda s, d: {"onednn": 2.0, "torch": 1.0})[0] == "torch"
+    )
+
+
+def test_isa_level_follows_the_instruction_caps(monkeypatch):
+    from everest.models.linear_backend import isa_level
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    assert isa_level({"avx2", "avx512f"}) == "AVX-512" and isa_level({"avx2"}) == "AVX2"
+    assert isa_level({"avx2", "avx512f", "amx_tile"}) == "AMX" and isa_level(set()) == "older"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert isa_level({"avx2", "avx512f"}) == "AVX2"
+
+
+def test_a_forced_backend_is_used_without_measuring(monkeypatch):
+    from everest.models import linear, linear_backend
+    from everest.models.linear import Linear
+
+    monkeypatch.setenv("EVEREST_LINEAR", "torch")
+    monkeypatch.setattr(linear_backend, "measure", lambda *a: (_ for _ in ()).throw(AssertionError("measured")))
+    assert "torch (EVEREST_LINEAR)" in linear_backend.settle(torch.nn.Sequential(Linear(8, 8)), "m", 4)
+    x, w = torch.randn(4, 8), torch.randn(8, 8)
+    assert not linear.uses_onednn(x, w)
+    monkeypatch.setenv("EVEREST_LINEAR", "auto")
+    monkeypatch.setattr(linear, "_CHOSEN", {torch.float32: "torch"})
+    assert not linear.uses_onednn(x, w) and linear.resolved(torch.float32) == "torch"

@@ -36,7 +36,8 @@ Candidate = Callable[[], object]
 # ------------------------------------------------------------------------------ the hardware
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -47,11 +48,15 @@ def _cpu_name() -> str:
 
 
 def describe_device(device: torch.device | str | None = None) -> str:
-    """'NVIDIA H100 80GB HBM3 (CUDA 13.0)' or 'CPU <model name>, 8 threads'."""
+    """'NVIDIA H100 80GB HBM3 (CUDA 13.0)' or 'CPU <model name> (<ISA level>), 8 threads, linear
+    <backend>'."""
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU {_cpu_name()}, {torch.get_num_threads()} threads"
+    from everest.models.linear import describe_backend
+    from everest.models.linear_backend import isa_level
+
+    return f"CPU {cpu_name()} ({isa_level()}), {torch.get_num_threads()} threads, linear {describe_backend()}"
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:

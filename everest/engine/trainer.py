@@ -167,6 +167,30 @@ def _restore(
     return pos
 
 
+def _settle_linear_backend(cfg: Config, task: Task, dist_info: DistInfo) -> None:
+    """CPU only: the matrix-product backend of this run, measured (or read from the cache) on rank
+    0 and shared, said in one line and recorded in the config the run logs."""
+    import os
+
+    from everest.config import token_counts
+    from everest.models import linear, linear_backend
+
+    if cfg.features.linear_backend != "auto":
+        os.environ.setdefault("EVEREST_LINEAR", cfg.features.linear_backend)
+    counts = token_counts(cfg)
+    tokens = counts["mcm_kept"] if cfg.model.mcm else counts["visible"]
+    line = None
+    if dist_info.is_main:
+        model = f"{cfg.model.backbone}-{type(task).__name__}"
+        line = linear_backend.settle(task.module, model, cfg.training.batch_size * tokens)
+    chosen = broadcast_object(linear.resolved(torch.float32))
+    if linear.backend() == "auto":
+        linear.set_choice(torch.float32, chosen)
+    cfg.features.linear_backend = chosen
+    if line is not None:
+        print(f"everest: {line}", flush=True)
+
+
 def _resolved_ds(cfg: Config, dist_info: DistInfo, ds_config_path: str | None) -> dict[str, Any]:
     ds_path = resolve_path(ds_config_path or cfg.training.deepspeed_config)
     return resolve_ds_config(
@@ -218,6 +242,8 @@ def fit(
         if cfg.training.deterministic:
             use_deterministic_kernels()
         kernels.set_backend(cfg.features.kernel_backend)
+        if dist_info.device.type == "cpu":
+            _settle_linear_backend(cfg, task, dist_info)
 
         point = ckpt.find_resume_point(resume, cfg.checkpoint.dir)
         same_world = True

@@ -6,7 +6,9 @@ linears) chooses its kernels by instruction set: on the AVX-512 AMD EPYC this pr
 on it ran the same fp32 products about 2x faster (forward, input gradient and weight gradient
 alike). `Linear` is an `nn.Linear` (same parameters, names and init) whose forward takes that
 path for CPU fp32/bf16 tensors outside autocast, and `F.linear` everywhere else.
-`EVEREST_LINEAR=torch` turns the oneDNN path off (`onednn` or `auto`, the default, leave it on).
+On AVX2-only processors oneDNN can be the slower one, so `auto` (the default) takes whichever
+`everest.models.linear_backend` measured faster for the model at start-up (oneDNN until then);
+`EVEREST_LINEAR=torch` / `onednn` force one.
 """
 
 from __future__ import annotations
@@ -33,6 +35,34 @@ def backend() -> str:
     if name not in BACKENDS:
         raise ValueError(f"EVEREST_LINEAR={name!r} is not one of {', '.join(BACKENDS)}")
     return name
+
+
+_CHOSEN: dict[torch.dtype, str] = {}  # what `auto` measured in this process, per dtype
+
+
+def set_choice(dtype: torch.dtype, name: str) -> None:
+    """Make `auto` use `name` ('onednn' or 'torch') for `dtype` (everest.models.linear_backend)."""
+    if name not in BACKENDS[1:]:
+        raise ValueError(f"linear backend {name!r} is not one of {', '.join(BACKENDS[1:])}")
+    _CHOSEN[dtype] = name
+
+
+def resolved(dtype: torch.dtype) -> str:
+    """'onednn' or 'torch': the backend CPU products of `dtype` take now."""
+    name = backend()
+    if name == "auto":
+        name = _CHOSEN.get(dtype, "onednn")
+    return name if name == "torch" or onednn_available() else "torch"
+
+
+def describe_backend() -> str:
+    """The fp32 backend and how it was decided, for benchmark headers."""
+    name = backend()
+    if name != "auto":
+        return f"{name} (EVEREST_LINEAR)"
+    if torch.float32 in _CHOSEN:
+        return f"{_CHOSEN[torch.float32]} (auto, measured)"
+    return f"{resolved(torch.float32)} (auto, not measured)"
 
 
 def _onednn(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -88,14 +118,13 @@ onednn_linear.register_autograd(_backward, setup_context=_save)
 def uses_onednn(x: Tensor, weight: Tensor) -> bool:
     """Whether `linear(x, weight, ...)` takes the oneDNN path."""
     return (
-        backend() != "torch"
-        and x.device.type == "cpu"
+        x.device.type == "cpu"
         and x.dtype in _DTYPES
         and x.dtype == weight.dtype
         and x.dim() >= 2
         and x.numel() > 0
         and not torch.is_autocast_enabled("cpu")
-        and onednn_available()
+        and resolved(x.dtype) == "onednn"
     )
 
 
