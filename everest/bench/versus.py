@@ -184,6 +184,7 @@ def _pretrain_sides(mp, video: Tensor, dtype: torch.dtype, gpu_autocast: torch.d
     task = PretrainTask(_config("pretrain", compile_blocks))
     task.model.load_state_dict(theirs.state_dict())
     ours = task.module.to(video.device, dtype)
+    _settle_linear(ours, "versus-pretrain", video, int((1 - MASK_RATIO) * task.model.spec.num_patches))
     noise = torch.rand(video.shape[0], task.model.spec.num_patches, device=video.device)
 
     def theirs_forward() -> Tensor:
@@ -209,6 +210,7 @@ def _finetune_sides(
     task = FinetuneTask(_config("finetune", compile_blocks), log=lambda _: None)
     task.model.load_state_dict(_classifier_names(theirs.state_dict()))
     ours = task.module.to(video.device, dtype).train()
+    _settle_linear(ours, "versus-finetune", video, int((1 - MCM_RATIO) * task.model.spec.num_patches))
 
     def theirs_forward() -> Tensor:
         with torch.autocast("cuda", dtype=gpu_autocast, enabled=gpu_autocast is not None):
@@ -218,6 +220,14 @@ def _finetune_sides(
         Side(ours, lambda: ours(video, labels)[0], _fused_adamw(ours)),
         Side(theirs, theirs_forward, torch.optim.AdamW(theirs.parameters(), lr=1e-4), gpu_autocast),
     )
+
+
+def _settle_linear(module: nn.Module, name: str, video: Tensor, tokens: int) -> None:
+    """On CPU, our side's linear backend as training chooses it (EVEREST_LINEAR forces one)."""
+    if video.device.type == "cpu":
+        from everest.models import linear_backend
+
+        print(linear_backend.settle(module, name, video.shape[0] * tokens), file=sys.stderr, flush=True)
 
 
 def _fused_adamw(module: nn.Module) -> torch.optim.Optimizer:
