@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,22 +48,46 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The processor's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def isa_level(flags: set[str] | None = None) -> str:
+    """'AMX', 'AVX-512', 'AVX2' or 'older': what the CPU offers, capped where oneDNN's
+    ONEDNN_MAX_CPU_ISA or MKL's MKL_ENABLE_INSTRUCTIONS ask for AVX2."""
+    flags = cpu_flags() if flags is None else flags
+    level = (
+        "AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "older"
+    )
+    caps = (os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""))
+    if level in ("AMX", "AVX-512") and any(cap.upper().startswith("AVX2") for cap in caps):
+        return "AVX2"
+    return level
+
+
 def describe_device(device: torch.device | str | None = None) -> str:
-    """'NVIDIA H100 80GB HBM3 (CUDA 13.0)' or 'CPU <model name> (<ISA level>), 8 threads, linear
-    <backend>'."""
+    """'NVIDIA H100 80GB HBM3 (CUDA 13.0)' or 'CPU <model name> (<ISA level>), 8 threads[, linear
+    <backend>]' (the backend of the models' CPU products, when this process uses the models)."""
     device = torch.device(device or "cpu")
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    from everest.models.linear import describe_backend
-    from everest.models.linear_backend import isa_level
-
-    return f"CPU {cpu_name()} ({isa_level()}), {torch.get_num_threads()} threads, linear {describe_backend()}"
+    text = f"CPU {cpu_name()} ({isa_level()}), {torch.get_num_threads()} threads"
+    linear = sys.modules.get("everest.models.linear")  # the models' CPU products, when this process uses them
+    return f"{text}, linear {linear.describe_backend()}" if linear is not None else text
 
 
 def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     """What a JSON record says about where it ran."""
     return {
         "device": describe_device(device),
+        "cpu_isa": isa_level(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from everest.bench.timing import cpu_flags, cpu_name, isa_level
 from everest.files import atomic_write
 from everest.models import linear
 
@@ -27,34 +28,8 @@ Shape = tuple[int, int, int]  # (tokens M, in features K, out features N)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def cpu_flags() -> set[str]:
-    """The processor's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def isa_level(flags: set[str] | None = None) -> str:
-    """'AMX', 'AVX-512', 'AVX2' or 'older': what the CPU offers, capped where oneDNN's
-    ONEDNN_MAX_CPU_ISA or MKL's MKL_ENABLE_INSTRUCTIONS ask for AVX2."""
-    flags = cpu_flags() if flags is None else flags
-    level = (
-        "AMX" if "amx_tile" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "older"
-    )
-    caps = (os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get("MKL_ENABLE_INSTRUCTIONS", ""))
-    if level in ("AMX", "AVX-512") and any(cap.upper().startswith("AVX2") for cap in caps):
-        return "AVX2"
-    return level
-
-
 def cpu_signature() -> dict[str, object]:
     """What the choice depends on."""
-    from everest.bench.timing import cpu_name
-
     flags = cpu_flags()
     return {
         "cpu": cpu_name(),
