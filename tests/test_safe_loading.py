@@ -46,7 +46,7 @@ def evil_checkpoint(root, zero: bool = False):
 @pytest.mark.parametrize("zero", [False, True])
 def test_reading_refuses_the_pickle_and_names_the_file(tmp_path, zero):
     folder = evil_checkpoint(tmp_path, zero)
-    with pytest.raises(WeightsError, match=r"_states\.pt: refused: the file pickles objects other than tensors"):
+    with pytest.raises(WeightsError, match=r"_states\.pt: refused: the file pickles [\w.]+, not only tensors"):
         read_weights(folder)
     assert not (tmp_path / "marker").exists()
     assert torch.load is torch.serialization.load  # the weights-only patch is undone

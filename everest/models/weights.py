@@ -133,12 +133,19 @@ def load_tensors(path: str | Path, **options: Any) -> Any:
     try:
         return _TORCH_LOAD(path, **options)
     except pickle.UnpicklingError as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        forbidden = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if forbidden is None:
+            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({_first_line(err)})") from None
         raise WeightsError(
-            f"{path}: refused: the file pickles objects other than tensors and plain containers, and "
-            f"unpickling them could run code ({first[:160]}); load only checkpoints you trust, "
-            "converted to safetensors or weights-only files"
+            f"{path}: refused: the file pickles {forbidden.group(1)}, not only tensors and plain containers, "
+            "and unpickling it could run code; load only checkpoints you trust, converted to safetensors "
+            "or weights-only files"
         ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if "Unsupported" in line or "error" in line.lower()]
+    return (lines[-1] if lines else type(err).__name__).strip()[:160]
 
 
 @contextmanager
@@ -150,9 +157,15 @@ def _weights_only_torch_load() -> Iterator[None]:
         kwargs.pop("weights_only", None)
         return load_tensors(file, map_location=map_location, **kwargs)
 
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    # ZeRO-3 optimizer partitions also hold DeepSpeed's stage enum and loss-scaler record: plain
+    # data classes without custom unpickling, allowed here and nowhere else.
     torch.load = weights_only
     try:
-        yield
+        with torch.serialization.safe_globals([ZeroStageEnum, LossScaler]):
+            yield
     finally:
         torch.load = _TORCH_LOAD
 
