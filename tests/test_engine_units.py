@@ -96,7 +96,7 @@ def test_layer_decay_scales_follow_depth():
 def test_cosine_schedule_formula():
     values = cosine_schedule(1.0, 0.1, total_steps=10, warmup_steps=4)
     assert len(values) == 10
-    assert values[:4].tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert values[:4].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])  # the published warmup ends on base
     for i in range(6):
         expected = 0.1 + 0.45 * (1 + math.cos(math.pi * i / 6))
         assert values[4 + i] == pytest.approx(expected)

@@ -167,7 +167,7 @@ def resolved(path: Path) -> dict:
         "lr": float(schedule.max()),
         "min_lr": float(schedule[-1]),
         "epochs": t.max_epochs,
-        "warmup_epochs": o.warmup_epochs if schedule[warmup] == schedule.max() > schedule[warmup - 1] else None,
+        "warmup_epochs": o.warmup_epochs if schedule[warmup - 1] == schedule.max() > schedule[warmup - 2] else None,
         "weight_decay": o.weight_decay,
         "betas": o.betas,
         "drop_path": m.drop_path_rate,

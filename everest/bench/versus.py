@@ -1,5 +1,6 @@
 """python -m everest.bench.versus --published DIR [--task pretrain finetune] [--batch 2] [--repeats 5]
     [--device cpu|cuda] [--dtype fp32|bf16] [--json FILE]
+python -m everest.bench.versus --published DIR --train-steps [N]   (see everest.bench.versus_training)
 
 Our training step against the published EVEREST code's, in one process. DIR holds the
 published modeling_pretrain.py and modeling_finetune.py (repository sunilhoho/EVEREST), kept
@@ -452,10 +453,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-check", action="store_true", help="skip the equality check (it runs in fp32)")
     parser.add_argument("--compile", action="store_true", help="ours with features.compile (timed after warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        nargs="?",
+        const=200,
+        default=None,
+        help="run the published training loop against ours for N steps (default 200) on a tiny model "
+        "(everest.bench.versus_training); --published then also needs its engine_for_*, optim_factory and utils",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_steps is not None:
+        from everest.bench import versus_training
+
+        log = partial(print, file=sys.stderr)
+        return versus_training.main(args.published, args.task, args.train_steps, args.batch, args.json, log)
     device = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()

@@ -74,10 +74,13 @@ def build_optimizer(groups: list[dict], cfg: Config, cpu_offload: bool) -> torch
 def cosine_schedule(
     base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
 ) -> np.ndarray:
-    """One value per step: linear warmup from warmup_start to base, then cosine to final."""
+    """One value per step: linear warmup from warmup_start to base, then cosine to final.
+
+    As VideoMAE's (and EVEREST's) `cosine_scheduler`: the warmup's last step is already at
+    `base`, and the cosine starts at `base` again on the next one."""
     total_steps = max(total_steps, 1)
     warmup_steps = min(warmup_steps, total_steps)
-    warmup = np.linspace(warmup_start, base, warmup_steps, endpoint=False) if warmup_steps else np.array([])
+    warmup = np.linspace(warmup_start, base, warmup_steps) if warmup_steps else np.array([])
     rest = total_steps - warmup_steps
     t = np.arange(rest)
     cosine = final + 0.5 * (base - final) * (1 + np.cos(math.pi * t / max(rest, 1)))
