@@ -137,40 +137,61 @@ def _published_targets(video: Tensor) -> Tensor:
     return rearrange(normed, "b n p c -> b n (p c)")
 
 
-def _published_pretrain(mp, device: torch.device) -> nn.Module:
+@dataclass(frozen=True)
+class PublishedSize:
+    """The published models' size arguments (ViT-B over 16x224x224 by default)."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    decoder_width: int = 384
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    frames: int = 16
+
+
+def published_pretrain(mp, size: PublishedSize = PublishedSize(), rho: float = RHO, mask_ratio: float = MASK_RATIO):
+    """The published PretrainVisionTransformer with motion-centric masking."""
     return mp.PretrainVisionTransformer(
-        img_size=224,
-        patch_size=16,
-        encoder_embed_dim=768,
-        encoder_depth=12,
-        encoder_num_heads=12,
-        decoder_num_classes=1536,
-        decoder_embed_dim=384,
-        decoder_depth=4,
-        decoder_num_heads=6,
+        img_size=size.img_size,
+        patch_size=size.patch_size,
+        encoder_embed_dim=size.width,
+        encoder_depth=size.depth,
+        encoder_num_heads=size.heads,
+        decoder_num_classes=3 * 2 * size.patch_size**2,
+        decoder_embed_dim=size.decoder_width,
+        decoder_depth=size.decoder_depth,
+        decoder_num_heads=size.decoder_heads,
         mlp_ratio=4,
         qkv_bias=True,
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
         motion_centric_masking=True,
-        motion_centric_masking_ratio=RHO,
-        masking_ratio=MASK_RATIO,
-    ).to(device)
+        motion_centric_masking_ratio=rho,
+        masking_ratio=mask_ratio,
+    )
 
 
-def _published_classifier(mf, device: torch.device) -> nn.Module:
+def published_classifier(
+    mf, size: PublishedSize = PublishedSize(), classes: int = CLASSES, mcm_ratio: float = MCM_RATIO
+) -> nn.Module:
+    """The published VisionTransformer with MCM."""
     return mf.VisionTransformer(
-        patch_size=16,
-        embed_dim=768,
-        depth=12,
-        num_heads=12,
+        img_size=size.img_size,
+        patch_size=size.patch_size,
+        embed_dim=size.width,
+        depth=size.depth,
+        num_heads=size.heads,
         mlp_ratio=4,
         qkv_bias=True,
         norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        num_classes=CLASSES,
+        num_classes=classes,
         init_scale=0.001,
+        all_frames=size.frames,
         mcm=True,
-        mcm_ratio=MCM_RATIO,
-    ).to(device)
+        mcm_ratio=mcm_ratio,
+    )
 
 
 def _classifier_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -181,7 +202,7 @@ def _classifier_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def _pretrain_sides(mp, video: Tensor, dtype: torch.dtype, gpu_autocast: torch.dtype | None, compile_blocks: bool):
     from everest.tasks.pretrain import PretrainTask
 
-    theirs = _published_pretrain(mp, video.device)
+    theirs = published_pretrain(mp).to(video.device)
     task = PretrainTask(_config("pretrain", compile_blocks))
     task.model.load_state_dict(theirs.state_dict())
     ours = task.module.to(video.device, dtype)
@@ -207,7 +228,7 @@ def _finetune_sides(
 ):
     from everest.tasks.finetune import FinetuneTask
 
-    theirs = _published_classifier(mf, video.device)
+    theirs = published_classifier(mf).to(video.device)
     task = FinetuneTask(_config("finetune", compile_blocks), log=lambda _: None)
     task.model.load_state_dict(_classifier_names(theirs.state_dict()))
     ours = task.module.to(video.device, dtype).train()
@@ -256,7 +277,7 @@ def check_pretrain(mp, video: Tensor, cmp: Comparison) -> None:
     """Same weights, batch and token sets: loss and gradients of both sides."""
     from everest.tasks.pretrain import PretrainTask
 
-    theirs = _published_pretrain(mp, video.device)
+    theirs = published_pretrain(mp).to(video.device)
     task = PretrainTask(_config("pretrain"))
     task.model.load_state_dict(theirs.state_dict())
     masks: dict[str, Tensor] = {}
@@ -289,7 +310,7 @@ def check_pretrain(mp, video: Tensor, cmp: Comparison) -> None:
 def check_finetune(mf, video: Tensor, labels: Tensor, cmp: Comparison) -> None:
     from everest.tasks.finetune import FinetuneTask
 
-    theirs = _published_classifier(mf, video.device)
+    theirs = published_classifier(mf).to(video.device)
     nn.init.normal_(theirs.head.weight, std=0.02)  # a head of real size, so that its gradients matter
     task = FinetuneTask(_config("finetune"), log=lambda _: None)
     task.model.load_state_dict(_classifier_names(theirs.state_dict()))

@@ -59,6 +59,16 @@ import torch
 from torch import Tensor, nn
 
 from everest.bench.timing import describe_device, environment, markdown_table, write_json
+from everest.bench.versus import (
+    MEAN,
+    STD,
+    PublishedSize,
+    _classifier_names,
+    _importing_from,
+    import_published,
+    published_classifier,
+    published_pretrain,
+)
 from everest.tokens import Selection
 
 PUBLISHED_FILES = {
@@ -73,6 +83,7 @@ PUBLISHED_FILES = {
 # 32x32 pixels in 8x8 patches: 8 x 16 = 128 tokens.
 FRAMES, SIZE, PATCH, WIDTH, DEPTH, HEADS = 16, 32, 8, 64, 2, 2
 DECODER_WIDTH, DECODER_DEPTH, DECODER_HEADS = 32, 1, 2
+TINY = PublishedSize(SIZE, PATCH, WIDTH, DEPTH, HEADS, DECODER_WIDTH, DECODER_DEPTH, DECODER_HEADS, FRAMES)
 RHO, MASK_RATIO, MCM_RATIO, CLASSES, CLIPS = 0.7, 0.9, 0.4, 10, 16
 
 
@@ -207,7 +218,6 @@ def _stub_missing_imports(folder: Path) -> list[str]:
 def import_published_training(folder: str) -> tuple[types.SimpleNamespace, list[str]]:
     """The published modules from `folder` (modeling_*, engine_for_*, optim_factory, utils)
     and the import shims it needed; one line naming the missing files if any are absent."""
-    from everest.bench.versus import _importing_from, import_published
 
     path = Path(folder)
     missing = [n for n in PUBLISHED_FILES if not (path / n).is_file()]
@@ -250,44 +260,6 @@ def cpu_shims(utils) -> Iterator[list[str]]:
     finally:
         for owner, name, value in saved:
             setattr(owner, name, value)
-
-
-def _published_pretrain_model(pub) -> nn.Module:
-    return pub.modeling_pretrain.PretrainVisionTransformer(
-        img_size=SIZE,
-        patch_size=PATCH,
-        encoder_embed_dim=WIDTH,
-        encoder_depth=DEPTH,
-        encoder_num_heads=HEADS,
-        decoder_num_classes=3 * 2 * PATCH * PATCH,
-        decoder_embed_dim=DECODER_WIDTH,
-        decoder_depth=DECODER_DEPTH,
-        decoder_num_heads=DECODER_HEADS,
-        mlp_ratio=4,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        motion_centric_masking=True,
-        motion_centric_masking_ratio=RHO,
-        masking_ratio=MASK_RATIO,
-    )
-
-
-def _published_classifier(pub) -> nn.Module:
-    return pub.modeling_finetune.VisionTransformer(
-        img_size=SIZE,
-        patch_size=PATCH,
-        embed_dim=WIDTH,
-        depth=DEPTH,
-        num_heads=HEADS,
-        mlp_ratio=4,
-        qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        num_classes=CLASSES,
-        init_scale=0.001,
-        all_frames=FRAMES,
-        mcm=True,
-        mcm_ratio=MCM_RATIO,
-    )
 
 
 def _published_args(recipe: Recipe, batch: int) -> Namespace:
@@ -386,7 +358,6 @@ def _record_published_tokens(task: str, model: nn.Module, trace: Trace) -> None:
 
 def run_published(pub, task: str, recipe: Recipe, batches: list[dict[str, Tensor]], model: nn.Module):
     """The published train_one_epoch over `batches` -> (Trace, shims)."""
-    from everest.bench.versus import MEAN, STD
     from everest.data import to_model_input
 
     trace = Trace()
@@ -595,7 +566,6 @@ def _finetune_with_their_tokens(their_tokens: list[list[Tensor]], trace: Trace) 
 
 
 def _our_task(task_name: str, cfg, initial: dict[str, Tensor]):
-    from everest.bench.versus import _classifier_names
 
     if task_name == "pretrain":
         from everest.tasks.pretrain import PretrainTask
@@ -828,7 +798,11 @@ def run_task(pub, task: str, steps: int, batch: int, dist_info, import_shims: li
     recipe = recipe_for(task, steps)
     batches = make_batches(steps, batch)
     torch.manual_seed(0)
-    model = _published_pretrain_model(pub) if task == "pretrain" else _published_classifier(pub)
+    model = (
+        published_pretrain(pub.modeling_pretrain, TINY, RHO, MASK_RATIO)
+        if task == "pretrain"
+        else published_classifier(pub.modeling_finetune, TINY, CLASSES, MCM_RATIO)
+    )
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     theirs, shims = run_published(pub, task, recipe, batches, model)
     ours = run_ours(task, recipe, batches, initial, theirs, dist_info)
