@@ -60,8 +60,8 @@ def _published_like_state(task: str, cfg) -> dict[str, torch.Tensor]:
 def test_group_labels_follow_decay_and_layers():
     names = ["encoder.patch_embed.proj.weight", "encoder.blocks.1.norm1.bias", "head.weight"]
     decays = {names[0]: True, names[1]: False, names[2]: True}
-    assert vt.group_labels("pretrain", names, decays, 1.0) == {"decay": [names[0], names[2]], "no decay": [names[1]]}
-    assert vt.group_labels("finetune", names, decays, 0.75) == {
+    assert vt.group_labels(names, decays, 1.0) == {"decay": [names[0], names[2]], "no decay": [names[1]]}
+    assert vt.group_labels(names, decays, 0.75) == {
         "layer 0 decay": [names[0]],
         "layer 2 no decay": [names[1]],
         f"layer {vt.DEPTH + 1} decay": [names[2]],

@@ -194,9 +194,13 @@ def published_classifier(
     )
 
 
+def classifier_name(name: str) -> str:
+    """A published VisionTransformer parameter name -> ours (the encoder's parts move under `encoder.`)."""
+    return name if name.startswith(("fc_norm.", "head.")) else f"encoder.{name}"
+
+
 def _classifier_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Published VisionTransformer names -> ours (the encoder's parts move under `encoder.`)."""
-    return {(k if k.startswith(("fc_norm.", "head.")) else f"encoder.{k}"): v for k, v in state.items()}
+    return {classifier_name(k): v for k, v in state.items()}
 
 
 def _pretrain_sides(mp, video: Tensor, dtype: torch.dtype, gpu_autocast: torch.dtype | None, compile_blocks: bool):

@@ -65,6 +65,7 @@ from everest.bench.versus import (
     PublishedSize,
     _classifier_names,
     _importing_from,
+    classifier_name,
     import_published,
     published_classifier,
     published_pretrain,
@@ -330,10 +331,8 @@ class _RecordingScaler:
 
 
 def _published_name(task: str, name: str) -> str:
-    """A published parameter name in our naming (the classifier's encoder parts under `encoder.`)."""
-    if task == "pretrain" or name.startswith(("fc_norm.", "head.")):
-        return name
-    return f"encoder.{name}"
+    """A published parameter name in our naming (pretraining's are the same)."""
+    return name if task == "pretrain" else classifier_name(name)
 
 
 def _record_published_tokens(task: str, model: nn.Module, trace: Trace) -> None:
@@ -566,7 +565,6 @@ def _finetune_with_their_tokens(their_tokens: list[list[Tensor]], trace: Trace) 
 
 
 def _our_task(task_name: str, cfg, initial: dict[str, Tensor]):
-
     if task_name == "pretrain":
         from everest.tasks.pretrain import PretrainTask
 
@@ -614,9 +612,9 @@ def run_ours(
 
 def make_batches(steps: int, batch: int, seed: int = 0) -> list[dict[str, Tensor]]:
     """`steps` batches drawn in a seeded order from CLIPS clips (uint8 [B, F, H, W, 3]) of a
-    bright square moving over a background with fresh noise in every frame (no two tokens
-    with the same motion score: a tie would let the two sides' top-K break it differently),
-    each clip with a fixed label."""
+    bright square moving over a background with fresh noise in every frame (no two positions
+    with the same motion score; the two slots of one position still tie by design, see the
+    module docstring), each clip with a fixed label."""
     g = torch.Generator().manual_seed(seed)
     background = torch.rand(CLIPS, 1, SIZE, SIZE, 3, generator=g) * 160
     clips = background + torch.rand(CLIPS, FRAMES, SIZE, SIZE, 3, generator=g) * 40
@@ -639,7 +637,7 @@ def _rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 
 
-def group_labels(task: str, names: Sequence[str], decays: dict[str, bool], layer_decay: float) -> dict[str, list[str]]:
+def group_labels(names: Sequence[str], decays: dict[str, bool], layer_decay: float) -> dict[str, list[str]]:
     """Parameter names by group label ('decay', 'no decay'; with layer decay 'layer L decay')."""
     from everest.models.vit import layer_id_for
 
@@ -675,7 +673,7 @@ def compare(task: str, recipe: Recipe, batch: int, ours: Trace, theirs: Trace, s
     worst = max(range(steps), key=loss_diffs.__getitem__)
     names = list(theirs.lr_wd[0])
     decays = {n: theirs.lr_wd[0][n][1] > 0 for n in names}
-    groups = group_labels(task, names, decays, recipe.layer_decay)
+    groups = group_labels(names, decays, recipe.layer_decay)
     lr_diff = max(_rel(o[n][0], t[n][0]) for o, t in zip(ours.lr_wd, theirs.lr_wd) for n in names if t[n][0] > 0)
     wd_diff = max(abs(o[n][1] - t[n][1]) for o, t in zip(ours.lr_wd, theirs.lr_wd) for n in names)
     tokens = {state: ours.agreement.count(state) for state in ("same", "tie", "different")}

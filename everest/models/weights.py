@@ -135,7 +135,7 @@ def load_tensors(path: str | Path, **options: Any) -> Any:
     except pickle.UnpicklingError as err:
         forbidden = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
         if forbidden is None:
-            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({_first_line(err)})") from None
+            raise WeightsError(f"{path}: cannot be read as a torch checkpoint ({_unpickler_reason(err)})") from None
         raise WeightsError(
             f"{path}: refused: the file pickles {forbidden.group(1)}, not only tensors and plain containers, "
             "and unpickling it could run code; load only checkpoints you trust, converted to safetensors "
@@ -143,7 +143,8 @@ def load_tensors(path: str | Path, **options: Any) -> Any:
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
+def _unpickler_reason(err: BaseException) -> str:
+    """The line of torch's long unpickling message that says what went wrong."""
     lines = [line for line in str(err).splitlines() if "Unsupported" in line or "error" in line.lower()]
     return (lines[-1] if lines else type(err).__name__).strip()[:160]
 
