@@ -172,6 +172,8 @@ def main() -> int:
     clips = make_clips(args.clips, cfg.training.num_frames, cfg.model.input_size)
     loader = InterleavedLoader(clips, cfg.training.batch_size, info.rank, info.world_size, cfg.training.seed)
     result = fit(cfg, task, train_loader=loader, dist_info=info, resume=args.resume)
+    del task  # its model's ZeRO-3 parameters hold the process group
+    distributed.shutdown()
     if info.is_main:
         Path(args.out).write_text(
             json.dumps(
@@ -185,11 +187,19 @@ def main() -> int:
                     "run_dir": str(result.run_dir),
                     "interrupted": result.interrupted,
                     "signal": result.signal,
+                    "threads_after_shutdown": native_thread_names(),
                 }
             )
         )
-    distributed.shutdown()
     return run_status(result)
+
+
+def native_thread_names() -> list[str] | None:
+    """This process's threads as the OS names them (Linux), None where /proc does not list them."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    return sorted((t / "comm").read_text().strip() for t in tasks.iterdir())
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_linear_probe_beats_chance_and_refuses_bad_shapes():
         knn_accuracy(train, train_labels[:-1], test, test_labels, 5)
 
 
-def _probe_run(tmp: Path, data: Path, name: str, ranks: int) -> dict[str, list[float]]:
+def _probe_run(tmp: Path, data: Path, name: str, ranks: int, *extra: str) -> dict[str, list[float]]:
     """A short real pretraining run on the built-in digits whose weights hardly move (lr 1e-9):
     the probe figures it printed at step 0 and after its epoch."""
     out = tmp / name
@@ -117,6 +117,7 @@ def _probe_run(tmp: Path, data: Path, name: str, ranks: int) -> dict[str, list[f
         "logging.probe_every_n_epochs=1",
         f"checkpoint.dir={out / 'ck'}",
         f"logging.log_dir={out / 'logs'}",
+        *extra,
     ]
     proc = subprocess.run(
         launcher(ranks) + args,
@@ -139,6 +140,9 @@ def test_two_ranks_give_the_probe_figures_of_one(tmp_path: Path):
     two = _probe_run(tmp_path, tmp_path / "data", "two", ranks=2)
     assert len(one["probe_knn_acc1"]) == 2 and len(one["probe_knn_gain"]) == 1  # step 0, then the epoch
     assert one == two
+    # ZeRO-3: the probe's forwards run outside the engine's, so the weights must be gathered there
+    sharded = _probe_run(tmp_path, tmp_path / "data", "two_zero3", 2, "training.deepspeed_config=ds_configs/zero3.json")
+    assert sharded == one
 
 
 def test_scores_do_not_depend_on_how_clips_were_spread_over_ranks():

@@ -54,22 +54,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # isort: split
     from everest.data import build_dataloader
-    from everest.engine.trainer import build_task, fit
+    from everest.engine.trainer import FitResult, build_task, fit
     from everest.tasks.finetune import FinetuneTask
     from everest.tasks.multiview import evaluate_checkpoint
 
-    model, report = pretrained_model(cfg)  # a wrong checkpoint fails here, before DeepSpeed starts
-    dist_info = distributed.init_distributed(cfg.training.device)
-    try:
+    def train(model) -> FitResult:  # its engine is gone when it returns, before the process group goes
         log = print if dist_info.is_main else (lambda *_: None)
         if report:
             log(report)
         task = build_task(cfg, dist_info, lambda: FinetuneTask(cfg, model=model, log=log))
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
-        result = fit(
-            cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume
-        )
+        return fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume)
+
+    model, report = pretrained_model(cfg)  # a wrong checkpoint fails here, before DeepSpeed starts
+    dist_info = distributed.init_distributed(cfg.training.device)
+    try:
+        result = train(model)
+        model = None  # the engine's hooks on it hold the process groups
         summary = None
         if cfg.has_split("test") and result.last_tag and not result.interrupted:
             best = result.best["tag"] if result.best else result.last_tag

@@ -31,19 +31,20 @@ def main(argv: list[str] | None = None) -> int:
 
     # isort: split
     from everest.data import build_dataloader
-    from everest.engine.trainer import build_task, fit
+    from everest.engine.trainer import FitResult, build_task, fit
     from everest.tasks.pretrain import PretrainTask
 
-    dist_info = distributed.init_distributed(cfg.training.device)
-    try:
+    def train() -> FitResult:  # its engine is gone when it returns, before the process group goes
         train_loader = build_dataloader(cfg, "train")
         val_loader = build_dataloader(cfg, "val") if cfg.has_split("val") else None
         probe = cfg.logging.probe_every_n_epochs > 0 and val_loader is not None and cfg.has_split("probe")
         probe_loader = build_dataloader(cfg, "probe") if probe else None
         task = build_task(cfg, dist_info, lambda: PretrainTask(cfg, probe_loader=probe_loader))
-        result = fit(
-            cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume
-        )
+        return fit(cfg, task, train_loader=train_loader, val_loader=val_loader, dist_info=dist_info, resume=args.resume)
+
+    dist_info = distributed.init_distributed(cfg.training.device)
+    try:
+        result = train()
     finally:
         distributed.shutdown()
     print(

@@ -8,6 +8,7 @@ at import time, from DS_ACCELERATOR.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -128,8 +129,23 @@ def broadcast_object(value: Any) -> Any:
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
+    """Leave the process group once every rank is done with it, and free it while Python is alive.
+
+    Call it after the engine and model are out of scope: DeepSpeed's engine, optimizer and ZeRO-3
+    parameters keep references to the process groups, and a gloo group still alive at interpreter
+    exit is destroyed during finalisation, where its worker threads can abort the process
+    ("terminate called without an active exception") after a run that succeeded."""
+    if not dist.is_initialized():
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()  # no rank tears its connections down while a peer still talks to it
+    import deepspeed.comm
+
+    if deepspeed.comm.is_initialized():
+        deepspeed.comm.destroy_process_group()  # also drops DeepSpeed's module-level group references
+    else:
         dist.destroy_process_group()
+    gc.collect()  # the engine's reference cycles (hooks, ZeRO-3 parameters) hold the groups
 
 
 def is_main_rank() -> bool:

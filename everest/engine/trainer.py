@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -261,7 +262,34 @@ def fit(
         if point is not None:
             loop.pos = _restore(engine, task, point, same_world, train_loader, dist_info.rank, loop.batches_per_epoch)
             loop.result.skipped_steps = loop.pos.skipped_steps
-        return loop.run()
+        try:
+            return loop.run()
+        finally:
+            release_engine(engine)
+
+
+def release_engine(engine) -> None:
+    """Let a finished engine, its model and its process groups be freed before interpreter exit,
+    where freeing a gloo group can abort a run that succeeded (see distributed.shutdown).
+
+    DeepSpeed keeps them reachable after the run: its gradient hooks tie the engine to the model
+    through autograd (invisible to the garbage collector), its forward hooks tie the model to the
+    engine, ZeRO-3 keeps the model in a module-level stack and in a class-level cache."""
+    engine.destroy()  # the gradient and ZeRO-3 module hooks
+    for hook in ("module_forward_pre_hook", "module_forward_post_hook"):
+        handle = getattr(engine, hook, None)
+        if handle is not None:
+            handle.remove()
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    stack = getattr(offload, "FWD_MODULE_STACK", None)
+    if stack is not None:
+        stack[:] = [m for m in stack if m is not engine.module]
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    if coordinator is not None:
+        for method in vars(coordinator.PartitionedParameterCoordinator).values():
+            for cell in getattr(method, "__closure__", None) or ():  # lru_cache inside a decorator
+                if hasattr(cell.cell_contents, "cache_clear"):
+                    cell.cell_contents.cache_clear()
 
 
 class Loop:

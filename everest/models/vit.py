@@ -234,16 +234,22 @@ def run_blocks(blocks: nn.ModuleList, x: Tensor, use_checkpoint: bool) -> Tensor
     return x
 
 
-def editing(params) -> contextlib.AbstractContextManager:
-    """Context for editing parameters in place. Under DeepSpeed's zero.Init (ZeRO-3 builds the
-    model already partitioned) the parameters are gathered, edited on rank 0 and re-partitioned;
-    otherwise it does nothing."""
+def gathered(params, modifier_rank: int | None = None) -> contextlib.AbstractContextManager:
+    """Context for using parameters outside the engine's forward. Under ZeRO-3 (parameters
+    partitioned by DeepSpeed) every rank gathers them, collectively, and they are re-partitioned
+    on exit, keeping rank `modifier_rank`'s edits if one is given; otherwise it does nothing."""
     partitioned = [p for p in params if hasattr(p, "ds_id")]
     if not partitioned:
         return contextlib.nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0)
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=modifier_rank)
+
+
+def editing(params) -> contextlib.AbstractContextManager:
+    """Context for editing parameters in place: gathered, edited on rank 0 and re-partitioned under
+    ZeRO-3 (zero.Init builds the model already partitioned); otherwise it does nothing."""
+    return gathered(params, modifier_rank=0)
 
 
 def init_vit_weights(module: nn.Module) -> None:

@@ -25,6 +25,7 @@ from everest.engine.task import StepContext, StepOutput, Task, blank_batch
 from everest.metrics import add_sums, reduce_sums
 from everest.models import PretrainAutoencoder
 from everest.models.spec import spec_from_config
+from everest.models.vit import gathered
 from everest.models.weights import everest_meta
 from everest.patches import denormalize_video, pixel_targets
 from everest.probe import score_probe
@@ -91,14 +92,18 @@ class PretrainObjective(nn.Module):
 
     def features(self, video: Tensor) -> Tensor:
         """Clip features [B, D] for the representation probe: the encoder over every token,
-        its output mean-pooled."""
+        its output mean-pooled. Called outside the engine's forward, where ZeRO-3 does not fetch
+        the weights: every rank must call it alike (it gathers them collectively)."""
         weight = self.model.encoder.patch_embed.proj.weight
-        return self.model.encoder(video.to(weight.dtype)).float().mean(dim=1)
+        with gathered(self.model.encoder.parameters()):
+            return self.model.encoder(video.to(weight.dtype)).float().mean(dim=1)
 
     def encoded_visible(self, video: Tensor, visible: Tensor) -> Tensor:
-        """The encoder's output tokens [B, V, D] for the `visible` tokens (collapse diagnostics)."""
+        """The encoder's output tokens [B, V, D] for the `visible` tokens (collapse diagnostics);
+        every rank alike, as `features`."""
         weight = self.model.encoder.patch_embed.proj.weight
-        return self.model.encoder.encode(self.model.embed(video.to(weight.dtype)), visible)
+        with gathered(self.model.encoder.parameters()):
+            return self.model.encoder.encode(self.model.embed(video.to(weight.dtype)), visible)
 
 
 class PretrainTask(Task):
