@@ -3,18 +3,23 @@
 import json
 import math
 import statistics
+from dataclasses import asdict
 
 import pytest
 
 from everest.experiments.transfer import (
+    PRETRAINED_FINETUNE,
+    Pretraining,
     Row,
     _test_metrics,
     budgets,
+    finetune_overrides,
     last_logged,
     margins,
     markdown,
     parse_args,
     plot,
+    reused_pretraining,
     steps_done,
 )
 
@@ -107,3 +112,33 @@ def test_reads_the_newest_test_summary(tmp_path):
 def test_plot_writes_a_png(tmp_path):
     plot(_rows(), tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pretrained_starts_fine_tune_with_their_own_protocol_and_user_overrides_win(tmp_path):
+    args = parse_args(["--finetune", "model.mcm_ratio=0.6"])
+    start = Pretraining(str(tmp_path / "ck"), 1.0, 2.0, 0.1, 100)
+    scratch = finetune_overrides(args, tmp_path, 3, None)
+    pretrained = finetune_overrides(args, tmp_path, 3, start)
+    assert not set(PRETRAINED_FINETUNE) & set(scratch)
+    assert "model.pretrained_path=" + str(tmp_path / "ck") in pretrained
+    for override in PRETRAINED_FINETUNE:  # applied, and before the user's, which comes later and wins
+        assert pretrained.index(override) < pretrained.index("model.mcm_ratio=0.6")
+    assert scratch[0] == pretrained[0] == "training.seed=3"
+
+
+def test_reused_pretraining_reads_the_earlier_run_and_refuses_what_it_lacks(tmp_path):
+    rows = [asdict(r) for r in _rows()]
+    (tmp_path / "transfer.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "pretrain_everest_2000_seed0" / "ck").mkdir(parents=True)
+    found = reused_pretraining(str(tmp_path), "everest", 0, 2000)
+    expected = next(r for r in rows if (r["init"], r["seed"], r["pretrain_steps"]) == ("everest", 0, 2000))
+    assert found.checkpoint == str(tmp_path / "pretrain_everest_2000_seed0" / "ck")
+    assert (found.gflops, found.wall_s, found.pretext_progress) == (
+        expected["pretrain_gflops"],
+        expected["pretrain_wall_s"],
+        expected["pretext_progress"],
+    )
+    with pytest.raises(SystemExit, match="no everest encoder of 4000 steps, seed 0"):  # no checkpoint folder
+        reused_pretraining(str(tmp_path), "everest", 0, 4000)
+    with pytest.raises(SystemExit, match="no transfer.json"):
+        reused_pretraining(str(tmp_path / "elsewhere"), "everest", 0, 2000)

@@ -15,8 +15,10 @@ entry points and draws a budget curve, EVEREST against VideoMAE against no pretr
 3. `launch/finetune.py` from every encoder and from scratch on the first 10 pool videos per class:
    the checkpoint chosen on the validation split, its multi-view test on the test split.
 Every setting (masking ratios, learning rates, the fine-tuning protocol) comes from the two
-configs and was chosen on the validation split (docs/pretraining-benefit.md); nothing here reads
-the test split except the final scores. Up to `--jobs` runs go at once, each on one thread.
+configs and PRETRAINED_FINETUNE and was chosen on the validation split
+(docs/pretraining-benefit.md); nothing here reads the test split except the final scores. Up to
+`--jobs` runs go at once, each on one thread. `--reuse-pretraining RUN_DIR` probes and fine-tunes
+the encoders an earlier invocation pretrained, with their recorded cost, instead of pretraining.
 
 Prints the table, writes JSON (`rows`: one per init, budget and seed, with `init`, `seed`,
 `pretrain_steps`, `pretrain_gflops`, `pretrain_wall_s`, `pretext_progress`, `probe_knn_acc1`,
@@ -49,6 +51,9 @@ METHODS = {
     "videomae": ["model.mask_type=tube", "model.mask_ratio=0.75"],
 }
 INITS = ("scratch", *METHODS)
+# Fine-tuning a pretrained encoder keeps 15 % of the tokens (MCM 0.85), fine-tuning from scratch
+# half (the config's 0.5): each chosen on the validation split (docs/pretraining-benefit.md).
+PRETRAINED_FINETUNE = ["model.mcm_ratio=0.85"]
 POOL, HELD_OUT, CLASSES = 4000, 500, 10
 POOL_DIR = f"./data/digits{POOL}"
 PROBE_LABELS = (10, 30)  # labelled pool videos per class the probe trains on
@@ -104,6 +109,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--work-dir", default="output/transfer", help="run folders go here, one new subfolder per invocation"
+    )
+    parser.add_argument(
+        "--reuse-pretraining",
+        default=None,
+        metavar="RUN_DIR",
+        help="take every pretrained encoder (and its cost and pretext_progress) from an earlier invocation's "
+        "folder instead of pretraining again: probe and fine-tune only",
     )
     parser.add_argument("--json", default=None, help="write the results here (default: the invocation's folder)")
     parser.add_argument("--plot", default=None, help="write the curve here (default: the invocation's folder)")
@@ -194,10 +206,27 @@ def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
     return count_flops(step) / 1e9
 
 
+def reused_pretraining(run_dir: str, method: str, seed: int, steps: int) -> Pretraining:
+    """The encoder an earlier invocation pretrained for (method, seed, steps), as its JSON recorded it."""
+    folder = Path(run_dir)
+    record = folder / "transfer.json"
+    if not record.is_file():
+        raise SystemExit(f"--reuse-pretraining {run_dir}: no transfer.json there")
+    rows = json.loads(record.read_text())["rows"]
+    found = [r for r in rows if (r["init"], r["seed"], r["pretrain_steps"]) == (method, seed, steps)]
+    checkpoint = folder / f"pretrain_{method}_{steps}_seed{seed}" / "ck"
+    if not found or not checkpoint.is_dir():
+        raise SystemExit(f"--reuse-pretraining {run_dir}: no {method} encoder of {steps} steps, seed {seed}")
+    row = found[0]
+    return Pretraining(str(checkpoint), row["pretrain_gflops"], row["pretrain_wall_s"], row["pretext_progress"], steps)
+
+
 def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int, steps: int) -> Pretraining:
     """One pretraining run of `steps` optimizer steps (whole epochs of the pool)."""
     from everest.config import load_config
 
+    if args.reuse_pretraining:
+        return reused_pretraining(args.reuse_pretraining, method, seed, steps)
     name = f"pretrain_{method}_{steps}_seed{seed}"
     out = work / name
     base = [*pretrain_overrides(args, seed), *METHODS[method]]
@@ -280,18 +309,22 @@ def probe(args: argparse.Namespace, work: Path, name: str, checkpoint: str | Non
     return json.loads(out.read_text())
 
 
+def finetune_overrides(args: argparse.Namespace, out: Path, seed: int, start: Pretraining | None) -> list[str]:
+    """The fine-tuning run's overrides: a pretrained start adds PRETRAINED_FINETUNE (the user's
+    --finetune overrides, after it, still win) and its checkpoint."""
+    protocol = PRETRAINED_FINETUNE if start is not None else []
+    overrides = [f"training.seed={seed}", *protocol, *args.finetune]
+    overrides += [f"checkpoint.dir={out / 'ck'}", f"logging.log_dir={out / 'logs'}"]
+    if start is not None:
+        overrides.append(f"model.pretrained_path={start.checkpoint}")
+    return overrides
+
+
 def finetune(args: argparse.Namespace, work: Path, name: str, seed: int, start: Pretraining | None) -> dict:
     """Fine-tuning from `start` (None: from scratch): the multi-view test of the checkpoint
     chosen on the validation split."""
     out = work / f"finetune_{name}"
-    overrides = [
-        f"training.seed={seed}",
-        *args.finetune,
-        f"checkpoint.dir={out / 'ck'}",
-        f"logging.log_dir={out / 'logs'}",
-    ]
-    if start is not None:
-        overrides.append(f"model.pretrained_path={start.checkpoint}")
+    overrides = finetune_overrides(args, out, seed, start)
     wall = _run([*_script("finetune.py"), "--config", args.finetune_config, *overrides], work / f"finetune_{name}.log")
     return {"wall_s": wall, "metrics": _test_metrics(out / "logs")}
 
@@ -476,6 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         "finetune_config": args.finetune_config,
         "pretrain_overrides": args.pretrain,
         "finetune_overrides": args.finetune,
+        "pretrained_finetune_overrides": PRETRAINED_FINETUNE,
+        "reused_pretraining": args.reuse_pretraining,
     }
     path = write_json(Path(args.json) if args.json else work / "transfer.json", record)
     print(f"wrote {path} and {picture}")
