@@ -11,6 +11,7 @@ import datetime
 import gc
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -137,8 +138,11 @@ def shutdown() -> None:
     ("terminate called without an active exception") after a run that succeeded."""
     if not dist.is_initialized():
         return
-    if dist.get_world_size() > 1:
-        dist.barrier()  # no rank tears its connections down while a peer still talks to it
+    # No rank tears its connections down while a peer still talks to it; but a rank leaving on an
+    # error (shutdown runs in `finally`, where exc_info is the exception on its way out) must not
+    # wait for peers that will never come: they fail on their next collective instead.
+    if dist.get_world_size() > 1 and sys.exc_info()[0] is None:
+        dist.barrier()
     import deepspeed.comm
 
     if deepspeed.comm.is_initialized():
