@@ -17,8 +17,9 @@ entry points and draws a budget curve, EVEREST against VideoMAE against no pretr
 Every setting (masking ratios, learning rates, the fine-tuning protocol) comes from the two
 configs and PRETRAINED_FINETUNE and was chosen on the validation split
 (docs/pretraining-benefit.md); nothing here reads the test split except the final scores. Up to
-`--jobs` runs go at once, each on one thread. `--reuse-pretraining RUN_DIR` probes and fine-tunes
-the encoders an earlier invocation pretrained, with their recorded cost, instead of pretraining.
+`--jobs` runs go at once, each on one thread. `--reuse-pretraining RUN_DIR` takes the encoders an
+earlier invocation pretrained, with their recorded cost, and pretrains only what it lacks (e.g. a
+larger `--budget` for `--methods everest`).
 
 Prints the table, writes JSON (`rows`: one per init, budget and seed, with `init`, `seed`,
 `pretrain_steps`, `pretrain_gflops`, `pretrain_wall_s`, `pretext_progress`, `probe_knn_acc1`,
@@ -98,6 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (pretraining and fine-tuning)")
     parser.add_argument("--budget", type=int, default=5000, help="B: the largest pretraining budget, in steps")
     parser.add_argument("--quick", action="store_true", help="seed 0, budgets 0 and B/2 only")
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), default=list(METHODS), help="pretraining methods to compare"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
     parser.add_argument("--pretrain-config", default=PRETRAIN_CONFIG)
     parser.add_argument("--finetune-config", default=FINETUNE_CONFIG)
@@ -114,8 +118,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reuse-pretraining",
         default=None,
         metavar="RUN_DIR",
-        help="take every pretrained encoder (and its cost and pretext_progress) from an earlier invocation's "
-        "folder instead of pretraining again: probe and fine-tune only",
+        help="take the pretrained encoders an earlier invocation's folder holds (with their recorded cost and "
+        "pretext_progress) instead of pretraining them again; the others are pretrained",
     )
     parser.add_argument("--json", default=None, help="write the results here (default: the invocation's folder)")
     parser.add_argument("--plot", default=None, help="write the curve here (default: the invocation's folder)")
@@ -206,8 +210,9 @@ def training_gflops_per_clip(config: str, overrides: list[str]) -> float:
     return count_flops(step) / 1e9
 
 
-def reused_pretraining(run_dir: str, method: str, seed: int, steps: int) -> Pretraining:
-    """The encoder an earlier invocation pretrained for (method, seed, steps), as its JSON recorded it."""
+def reused_pretraining(run_dir: str, method: str, seed: int, steps: int) -> Pretraining | None:
+    """The encoder an earlier invocation pretrained for (method, seed, steps), as its JSON recorded
+    it; None when it has none."""
     folder = Path(run_dir)
     record = folder / "transfer.json"
     if not record.is_file():
@@ -216,7 +221,7 @@ def reused_pretraining(run_dir: str, method: str, seed: int, steps: int) -> Pret
     found = [r for r in rows if (r["init"], r["seed"], r["pretrain_steps"]) == (method, seed, steps)]
     checkpoint = folder / f"pretrain_{method}_{steps}_seed{seed}" / "ck"
     if not found or not checkpoint.is_dir():
-        raise SystemExit(f"--reuse-pretraining {run_dir}: no {method} encoder of {steps} steps, seed {seed}")
+        return None
     row = found[0]
     return Pretraining(str(checkpoint), row["pretrain_gflops"], row["pretrain_wall_s"], row["pretext_progress"], steps)
 
@@ -225,8 +230,9 @@ def pretrain(args: argparse.Namespace, work: Path, method: str, seed: int, steps
     """One pretraining run of `steps` optimizer steps (whole epochs of the pool)."""
     from everest.config import load_config
 
-    if args.reuse_pretraining:
-        return reused_pretraining(args.reuse_pretraining, method, seed, steps)
+    earlier = reused_pretraining(args.reuse_pretraining, method, seed, steps) if args.reuse_pretraining else None
+    if earlier is not None:
+        return earlier
     name = f"pretrain_{method}_{steps}_seed{seed}"
     out = work / name
     base = [*pretrain_overrides(args, seed), *METHODS[method]]
@@ -354,7 +360,7 @@ def _score(args: argparse.Namespace, work: Path, row: Row, start: Pretraining | 
 def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
     """Every pretraining run (the longest first), then every probe and fine-tuning, `--jobs` at once."""
     runs = sorted(
-        ((method, seed, steps) for seed in args.seeds for steps in budgets(args, seed) for method in METHODS),
+        ((method, seed, steps) for seed in args.seeds for steps in budgets(args, seed) for method in args.methods),
         key=lambda r: (-r[2], r[0] != "videomae"),
     )
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -503,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         **environment("cpu"),
         "jobs": args.jobs,
         "seeds": args.seeds,
+        "methods": args.methods,
         "budget": args.budget,
         "quick": args.quick,
         "pretrain_config": args.pretrain_config,
