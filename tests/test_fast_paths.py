@@ -34,6 +34,8 @@ def test_onednn_linear_equals_f_linear(dtype, shape, fan_in, fan_out, bias):
     x = torch.randn(*shape[:-1], fan_in, generator=g).to(dtype)
     w = (torch.randn(fan_out, fan_in, generator=g) / fan_in**0.5).to(dtype)
     b = torch.randn(fan_out, generator=g).to(dtype) if bias else None
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN has no {dtype} products on this CPU")
     assert uses_onednn(x, w)
     leaves = [t.clone().requires_grad_() for t in (x, w, b) if t is not None]
     ours, our_grads = _grads(lambda *t: linear(*t), *leaves)
@@ -43,6 +45,19 @@ def test_onednn_linear_equals_f_linear(dtype, shape, fan_in, fan_out, bias):
         assert a.dtype == r.dtype
         scale = r.float().abs().max().item()
         torch.testing.assert_close(a.float(), r.float(), rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * scale)
+
+
+def test_bf16_linear_runs_on_every_cpu():
+    """bf16 takes oneDNN only where the CPU has its bf16 products (AVX-512 / AMX), F.linear on
+    an AVX2-only one, and equals a float64 product either way."""
+    g = torch.Generator().manual_seed(7)
+    x, w, b = torch.randn(5, 24, generator=g), torch.randn(12, 24, generator=g) / 5, torch.randn(12, generator=g)
+    xb, wb, bb = (t.to(torch.bfloat16) for t in (x, w, b))
+    assert uses_onednn(xb, wb) == (onednn_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    out = linear(xb, wb, bb)
+    ref = F.linear(xb.double(), wb.double(), bb.double())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
 
 
 def test_linear_falls_back_outside_its_domain(monkeypatch):

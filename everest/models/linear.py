@@ -24,9 +24,12 @@ BACKENDS = ("auto", "onednn", "torch")
 _DTYPES = (torch.float32, torch.bfloat16)
 
 
-def onednn_available() -> bool:
-    """Whether this torch build has oneDNN's linear op."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch build has oneDNN's linear op and this CPU runs it in `dtype` (oneDNN's
+    bf16 products need AVX-512 or AMX: on an AVX2-only processor bf16 stays on `F.linear`)."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def backend() -> str:
@@ -52,7 +55,7 @@ def resolved(dtype: torch.dtype) -> str:
     name = backend()
     if name == "auto":
         name = _CHOSEN.get(dtype, "onednn")
-    return name if name == "torch" or onednn_available() else "torch"
+    return name if name == "torch" or onednn_available(dtype) else "torch"
 
 
 def describe_backend() -> str:

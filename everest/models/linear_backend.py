@@ -85,8 +85,9 @@ def choose(
     """(backend, record) for `model`'s products: the cached choice for this CPU signature, model,
     dtype and shapes, or the faster of the two by `measure_fn` (then cached). The record says
     which and why ('cached' or 'measured', the medians)."""
-    if not linear.onednn_available():
-        return "torch", {"source": "oneDNN is not in this torch build"}
+    if not linear.onednn_available(dtype):
+        name = str(dtype).removeprefix("torch.")
+        return "torch", {"source": f"oneDNN has no {name} products in this torch build on this CPU"}
     signature = {
         **cpu_signature(),
         "model": model,
