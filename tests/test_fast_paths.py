@@ -90,6 +90,40 @@ def test_linear_patch_embedding_equals_conv3d():
         torch.testing.assert_close(a, p.grad, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("task", ["pretrain", "finetune"])
+def test_embedding_the_chosen_tokens_alone_equals_choosing_after_embedding_all(task):
+    """A step embeds only the tokens it keeps (with gradient); the same step embedding every
+    token and then choosing must give the same loss and gradients (float64)."""
+    spec = spec_for("vit-s", depth=1, decoder_depth=1, embed_dim=32, num_heads=2, decoder_embed_dim=16,
+                    decoder_num_heads=2, num_frames=4, input_size=32, patch_size=8)  # fmt: skip
+    g = torch.Generator().manual_seed(11)
+    video = torch.randn(2, 3, 4, 32, 32, generator=g, dtype=torch.float64)
+    keep = torch.stack([torch.randperm(32, generator=g)[:9] for _ in range(2)])
+    if task == "pretrain":
+        model = PretrainAutoencoder(spec).double()
+        target = torch.stack([torch.randperm(32, generator=g)[:5] for _ in range(2)])
+        pixels = torch.randn(2, 5, spec.patch_pixels, generator=g, dtype=torch.float64)
+        chosen = lambda: F.mse_loss(model(video, keep, target), pixels)  # noqa: E731
+        after_all = lambda: F.mse_loss(model.forward_embedded(model.embed(video), keep, target), pixels)  # noqa: E731
+    else:
+        model = VideoClassifier(spec, 5, init_scale=1.0).double()
+        labels = torch.tensor([1, 4])
+        chosen = lambda: F.cross_entropy(model(video, keep), labels)  # noqa: E731
+
+        def after_all():  # every token embedded, then the kept ones gathered with their positions
+            x = model.encoder.encode(model.embed(video), keep, prefix=model.cls_token)
+            return F.cross_entropy(model.head(model.fc_norm(x.mean(dim=1))), labels)
+
+    torch.nn.init.normal_(model.encoder.patch_embed.proj.bias)
+    loss, grads = _step_grads(model, chosen)
+    ref_loss, ref_grads = _step_grads(model, after_all)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-9, atol=0)
+    assert grads.keys() == ref_grads.keys() and "encoder.patch_embed.proj.weight" in grads
+    for name in grads:  # equal up to float64 rounding (the products sum in another order)
+        scale = ref_grads[name].abs().max().item()
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-6, atol=1e-7 * scale, msg=name)
+
+
 def test_target_tubelets_equal_the_whole_clip_patchified():
     g = torch.Generator().manual_seed(3)
     video = torch.randn(3, 3, 6, 32, 48, generator=g)  # 3 slots x 2 x 3 positions
@@ -182,14 +216,14 @@ def test_auto_picks_the_faster_backend_and_reuses_the_cached_choice(tmp_path, mo
     def products(shapes, dtype, onednn):
         run = real(shapes, dtype, onednn)
         if onednn == (slow == "onednn"):  # this backend made artificially slow
-            return lambda: (time.sleep(0.02), run())
+            return lambda: (time.sleep(0.05), run())
         return run
 
     monkeypatch.setattr(linear_backend, "_products", products)
     shapes = [(64, 48, 96), (64, 96, 48)]
     chosen, record = linear_backend.choose("tiny", shapes, measure_fn=lambda s, d: linear_backend.measure(s, d, 3))
     assert chosen != slow and record["source"] == "measured"
-    assert record["seconds"][slow] > record["seconds"][chosen] + 0.015
+    assert record["seconds"][slow] >= 0.05  # the measurement saw the slow-down (a busy machine only adds)
 
     def never(*_):
         raise AssertionError("measured again instead of using the cache")

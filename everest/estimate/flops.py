@@ -5,7 +5,10 @@ products and convolutions at 2 FLOPs per multiply-add (norms, activations, softm
 optimizer are not counted). Per transformer block over n tokens of width d and MLP width h:
 linears 2n(4d^2 + 2dh) forward and twice that backward (input and weight gradients);
 attention 4n^2 d forward and 10n^2 d backward (torch's SDPA backward formula). The patch
-embedding's input needs no gradient, so its backward is one weight gradient.
+embedding's input needs no gradient, so its backward is one weight gradient. Where tokens are
+selected (every pretraining step, MCM fine-tuning) the whole clip is embedded once without
+gradient to be scored, and the selected tokens once more with it: the weight gradient then
+covers only them.
 
 Of the 10n^2 d, 2n^2 d is SDPA's recomputation of the scores QK^T, the price of not storing
 them: code that materialises the n x n scores (the published EVEREST/VideoMAE attention)
@@ -81,15 +84,16 @@ def recompute_flops(tokens: int, width: int, depth: int) -> int:
     return depth * 2 * tokens * tokens * width
 
 
-def _encoder_flops(spec: VideoViTSpec, tokens: int) -> tuple[int, int]:
-    embed = linear_flops(spec.num_patches, spec.patch_pixels, spec.embed_dim)
-    forward, backward = stack_flops(tokens, spec.embed_dim, spec.depth, spec.mlp_ratio)
-    return embed + forward, embed + backward
+def _encoder_flops(spec: VideoViTSpec, plan: TokenPlan) -> tuple[int, int]:
+    whole = linear_flops(spec.num_patches, spec.patch_pixels, spec.embed_dim)
+    learned = linear_flops(plan.encoder, spec.patch_pixels, spec.embed_dim) if plan.selected else whole
+    forward, backward = stack_flops(plan.encoder, spec.embed_dim, spec.depth, spec.mlp_ratio)
+    return (whole if plan.selected else 0) + learned + forward, learned + backward
 
 
 def pretrain_flops(spec: VideoViTSpec, plan: TokenPlan) -> StepFlops:
     """Per clip: encoder over plan.encoder tokens, decoder over plan.decoder, head on plan.targets."""
-    enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
+    enc_fwd, enc_bwd = _encoder_flops(spec, plan)
     dec_fwd, dec_bwd = stack_flops(plan.decoder, spec.decoder_embed_dim, spec.decoder_depth, spec.decoder_mlp_ratio)
     ends = linear_flops(plan.encoder, spec.embed_dim, spec.decoder_embed_dim) + linear_flops(
         plan.targets, spec.decoder_embed_dim, spec.patch_pixels
@@ -102,7 +106,7 @@ def pretrain_flops(spec: VideoViTSpec, plan: TokenPlan) -> StepFlops:
 
 def finetune_flops(spec: VideoViTSpec, plan: TokenPlan, num_outputs: int) -> StepFlops:
     """Per clip: encoder over plan.encoder tokens, then the pooled linear head."""
-    enc_fwd, enc_bwd = _encoder_flops(spec, plan.encoder)
+    enc_fwd, enc_bwd = _encoder_flops(spec, plan)
     head = linear_flops(1, spec.embed_dim, num_outputs)
     return StepFlops(enc_fwd, enc_bwd, head, 2 * head, recompute_flops(plan.encoder, spec.embed_dim, spec.depth))
 

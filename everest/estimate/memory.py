@@ -4,8 +4,8 @@ activations per clip (bytes autograd keeps, measured on a tiny block and scaled)
 Activations are measured, not guessed: a saved-tensor hook records every distinct storage
 autograd keeps for the backward of one transformer block at a tiny shape (same head width,
 MLP ratio and dtype as the target). Those bytes are linear in tokens x width, which is how
-they are scaled to the real model. The stem (the video the patch embedding keeps, the decoder
-head and the loss inputs) is added term by term.
+they are scaled to the real model. The stem (the tubelets the patch embedding keeps, the
+decoder head and the loss inputs) is added term by term.
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ def stack_bytes(
 def activation_memory(spec: VideoViTSpec, plan: TokenPlan, dtype: torch.dtype = torch.bfloat16) -> ActivationMemory:
     """Activations per clip for a pretraining plan (plan.decoder > 0) or a fine-tuning one."""
     elem = torch.empty((), dtype=dtype).element_size()
-    stem = spec.in_chans * spec.num_frames * spec.input_size**2 * elem  # kept by the patch embedding
+    # the tubelets the patch embedding keeps for its weight gradient: the selected ones, or the clip
+    clip = spec.in_chans * spec.num_frames * spec.input_size**2
+    stem = (plan.encoder * spec.patch_pixels if plan.selected else clip) * elem
     enc_all, enc_inputs, enc_block = stack_bytes(
         plan.encoder, spec.embed_dim, spec.depth, spec.num_heads, spec.mlp_ratio, dtype
     )

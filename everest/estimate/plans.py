@@ -15,11 +15,13 @@ FINETUNE_STRATEGIES = ("everest", "none")
 @dataclass(frozen=True)
 class TokenPlan:
     """Tokens per clip: `encoder` enter the encoder, `decoder` enter the decoder (visible plus
-    mask tokens), `targets` get predicted pixels. Fine-tuning plans have no decoder."""
+    mask tokens), `targets` get predicted pixels. Fine-tuning plans have no decoder. A `selected`
+    plan embeds every token without gradient to choose, then the `encoder` tokens with one."""
 
     encoder: int
     decoder: int = 0
     targets: int = 0
+    selected: bool = True  # tokens chosen by a score over the whole embedded clip (not all N)
 
 
 def everest_plan(spec: VideoViTSpec, rho: float = 0.7, mask_ratio: float = 0.9) -> TokenPlan:
@@ -40,7 +42,7 @@ def tube_plan(spec: VideoViTSpec, mask_ratio: float = 0.9) -> TokenPlan:
 def unmasked_plan(spec: VideoViTSpec) -> TokenPlan:
     """No masking: encoder and decoder over all N tokens, every token reconstructed."""
     n = spec.num_patches
-    return TokenPlan(encoder=n, decoder=n, targets=n)
+    return TokenPlan(encoder=n, decoder=n, targets=n, selected=False)
 
 
 def pretrain_plan(strategy: str, spec: VideoViTSpec, rho: float = 0.7, mask_ratio: float = 0.9) -> TokenPlan:
@@ -59,5 +61,5 @@ def finetune_plan(strategy: str, spec: VideoViTSpec, mcm_ratio: float = 0.4) -> 
     if strategy == "everest":
         return TokenPlan(encoder=kept_count(spec.num_patches, mcm_ratio))
     if strategy == "none":
-        return TokenPlan(encoder=spec.num_patches)
+        return TokenPlan(encoder=spec.num_patches, selected=False)
     raise ValueError(f"unknown fine-tuning strategy {strategy!r}; choose one of {FINETUNE_STRATEGIES}")

@@ -45,18 +45,20 @@ class VideoClassifier(nn.Module):
             self.head.weight.mul_(init_scale)
             nn.init.zeros_(self.head.bias)
 
-    def embed(self, video: Tensor) -> Tensor:
-        """Patch tokens [B, N, D] without positions (scored to choose the MCM tokens)."""
-        return self.encoder.embed(video)
+    def embed(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Patch tokens [B, N, D] without positions (scored to choose the MCM tokens); with
+        `keep` [B, K], those tokens only."""
+        return self.encoder.embed(video, keep)
 
-    def forward_embedded(self, tokens: Tensor, keep: Tensor | None = None) -> Tensor:
-        """Outputs [B, num_outputs] from patch tokens, using only `keep` [B, K] when given."""
-        x = self.encoder.encode(tokens, keep, prefix=self.cls_token)
+    def forward_kept(self, kept: Tensor, keep: Tensor | None) -> Tensor:
+        """Outputs [B, num_outputs] from the tokens embedded at `keep` [B, K] (`embed(video,
+        keep)`), or from every token (keep None)."""
+        x = self.encoder.encode_kept(kept, keep, prefix=self.cls_token)
         pooled = self.fc_norm(x.mean(dim=1)) if self.use_mean_pooling else x[:, 0]
         return self.head(self.fc_dropout(pooled))
 
     def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
-        return self.forward_embedded(self.embed(video), keep)
+        return self.forward_kept(self.embed(video, keep), keep)
 
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "cls_token"}

@@ -49,13 +49,18 @@ class PretrainAutoencoder(nn.Module):
         self.decoder.apply(init_vit_weights)
         trunc_normal_(self.mask_token, std=0.02)
 
-    def embed(self, video: Tensor) -> Tensor:
-        """Patch tokens [B, N, D] without positions; score them (detached) to select tokens."""
-        return self.encoder.embed(video)
+    def embed(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Patch tokens [B, N, D] without positions; score them (detached) to select tokens.
+        With `keep` [B, K]: those tokens only."""
+        return self.encoder.embed(video, keep)
 
     def encode(self, tokens: Tensor, visible: Tensor) -> Tensor:
         """tokens [B, N, D], visible [B, V] -> encoded visible tokens at decoder width [B, V, Dd]."""
         return self.encoder_to_decoder(self.encoder.encode(tokens, visible))
+
+    def encode_kept(self, kept: Tensor, visible: Tensor) -> Tensor:
+        """`encode` for the visible tokens embedded alone (`embed(video, visible)`, [B, V, D])."""
+        return self.encoder_to_decoder(self.encoder.encode_kept(kept, visible))
 
     def decode(self, latent: Tensor, visible: Tensor, target: Tensor) -> Tensor:
         """Encoded visible tokens [B, V, Dd] + mask tokens at `target` [B, M] -> pixels [B, M, P]."""
@@ -71,7 +76,7 @@ class PretrainAutoencoder(nn.Module):
 
     def forward(self, video: Tensor, visible: Tensor, target: Tensor) -> Tensor:
         """video [B, C, F, H, W] (normalised) -> predicted pixels of the target tokens."""
-        return self.forward_embedded(self.embed(video), visible, target)
+        return self.decode(self.encode_kept(self.embed(video, visible), visible), visible, target)
 
     def no_weight_decay(self) -> set[str]:
         return {"mask_token", "encoder.pos_embed", "decoder_pos_embed"}

@@ -104,10 +104,21 @@ class PatchEmbed3d(nn.Module):
         super().__init__()
         self.tubelet, self.patch = spec.tubelet_size, spec.patch_size
         kernel = (spec.tubelet_size, spec.patch_size, spec.patch_size)
+        self.num_patches, self.num_frames, self.input_size = spec.num_patches, spec.num_frames, spec.input_size
         self.proj = nn.Conv3d(spec.in_chans, spec.embed_dim, kernel_size=kernel, stride=kernel)
 
-    def forward(self, video: Tensor) -> Tensor:
+    def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        """[B, N, D] tokens, or [B, K, D] for the `keep` [B, K] indices only: then the product,
+        and the tubelets its weight gradient keeps, cover just those K (a training step scores
+        every token without gradient, then embeds the few it keeps with one)."""
         patches = embedding_patches(video, self.tubelet, self.patch)
+        if patches.shape[1] != self.num_patches:
+            raise ValueError(
+                f"video {tuple(video.shape)} gives {patches.shape[1]} tokens but the model was built "
+                f"for {self.num_patches} ({self.num_frames} frames at {self.input_size}px)"
+            )
+        if keep is not None:
+            patches = kernels.gather_tokens(patches, keep)
         return linear(patches, self.proj.weight.flatten(1), self.proj.bias)
 
     def conv_reference(self, video: Tensor) -> Tensor:
@@ -282,15 +293,10 @@ class VideoEncoder(nn.Module):
     def num_patches(self) -> int:
         return self.spec.num_patches
 
-    def embed(self, video: Tensor) -> Tensor:
-        """Patch tokens [B, N, D] without positions (what the motion score is computed on)."""
-        tokens = self.patch_embed(video)
-        if tokens.shape[1] != self.spec.num_patches:
-            raise ValueError(
-                f"video {tuple(video.shape)} gives {tokens.shape[1]} tokens but the model was built "
-                f"for {self.spec.num_patches} ({self.spec.num_frames} frames at {self.spec.input_size}px)"
-            )
-        return tokens
+    def embed(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
+        """Patch tokens [B, N, D] without positions (what the motion score is computed on), or
+        [B, K, D] for the `keep` indices only (see PatchEmbed3d)."""
+        return self.patch_embed(video, keep)
 
     def encode(self, tokens: Tensor, keep: Tensor | None = None, prefix: Tensor | None = None) -> Tensor:
         """Add positions, keep the listed tokens ([B, K] indices, or all), prepend `prefix`
@@ -299,6 +305,15 @@ class VideoEncoder(nn.Module):
             x = tokens + self.pos_embed.to(tokens.dtype)
         else:
             x = kernels.gather_tokens(tokens, keep, self.pos_embed)
+        return self._blocks(x, prefix)
+
+    def encode_kept(self, kept: Tensor, keep: Tensor | None, prefix: Tensor | None = None) -> Tensor:
+        """`encode` for tokens embedded at `keep` only (`embed(video, keep)`, [B, K, D]; None:
+        every token)."""
+        pos = self.pos_embed.to(kept.dtype)
+        return self._blocks(kept + (pos if keep is None else pos[keep]), prefix)
+
+    def _blocks(self, x: Tensor, prefix: Tensor | None) -> Tensor:
         if prefix is not None:
             x = torch.cat([prefix.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         x = run_blocks(self.blocks, x, self.spec.use_checkpoint)
@@ -306,7 +321,7 @@ class VideoEncoder(nn.Module):
 
     def forward(self, video: Tensor, keep: Tensor | None = None) -> Tensor:
         """video [B, C, F, H, W] (normalised) -> token features [B, N or K, D] after the norm."""
-        return self.encode(self.embed(video), keep)
+        return self.encode_kept(self.embed(video, keep), keep)
 
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed"}

@@ -78,12 +78,15 @@ class FinetuneObjective(nn.Module):
         """The forward's stages before the loss, named as in `forward`."""
         with torch.profiler.record_function("embed+score+select"):
             weight = self.model.encoder.patch_embed.proj.weight
-            embedded = self.model.embed(video.to(weight.dtype))
+            video = video.to(weight.dtype)
             keep = None
             if self.mcm and (self.training or self.mcm_at_test):
-                keep = tokens.select_for_finetuning(embedded.detach(), self.model.spec.grid, self.mcm_ratio).visible
+                with torch.no_grad():  # every token embedded to be scored; only the kept ones learn
+                    scored = self.model.embed(video)
+                keep = tokens.select_for_finetuning(scored, self.model.spec.grid, self.mcm_ratio).visible
+            embedded = self.model.embed(video, keep)
         with torch.profiler.record_function("encoder"):  # encoder, pooling and the head
-            return self.model.forward_embedded(embedded, keep).float()
+            return self.model.forward_kept(embedded, keep).float()
 
     def loss(self, out: Tensor, target: Tensor) -> Tensor:
         if self.task_type == "regression":

@@ -69,10 +69,13 @@ class PretrainObjective(nn.Module):
         are named ranges (torch.profiler.record_function) that profilers and benchmarks read."""
         with torch.profiler.record_function("embed+score+select"):
             weight = self.model.encoder.patch_embed.proj.weight
-            embedded = self.model.embed(video.to(weight.dtype))
-            selection = self.select(embedded, noise)
+            video_in = video.to(weight.dtype)
+            with torch.no_grad():  # every token embedded to be scored; only the visible ones learn
+                scored = self.model.embed(video_in)
+            selection = self.select(scored, noise)
+            visible = self.model.embed(video_in, selection.visible)
         with torch.profiler.record_function("encoder"):
-            latent = self.model.encode(embedded, selection.visible)
+            latent = self.model.encode_kept(visible, selection.visible)
         with torch.profiler.record_function("decoder"):
             pred = self.model.decode(latent, selection.visible, selection.target)
         with torch.profiler.record_function("loss"):
