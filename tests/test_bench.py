@@ -122,3 +122,18 @@ def test_step_benchmark_runs_the_training_objectives():
         outputs = _record_outputs(w.objective)
         loss, _ = w.forward()
         assert len(outputs) == 1 and outputs[0] is loss
+
+
+def test_attention_bench_times_both_backends_at_the_step_shapes(tmp_path, capsys):
+    from everest.bench import attention as bench
+
+    shapes = bench.step_shapes("vit-s", 2, 4, 64)
+    assert shapes["pretraining encoder"][0] == (2, 3, 6, 64) and shapes["pretraining decoder"][1] == 4
+    out = tmp_path / "attention.json"
+    assert (
+        bench.main(["--backbone", "vit-s", "--frames", "4", "--size", "64", "--repeats", "1", "--json", str(out)]) == 0
+    )
+    assert "| pretraining encoder |" in capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    assert [r["stage"] for r in results] == list(shapes)
+    assert all(r["sdpa_s"] > 0 and r["math_s"] > 0 for r in results)

@@ -73,6 +73,7 @@ def test_finetune_flops_match_counted(spec_name, strategy):
     batch = 2
     keep = None if strategy == "none" else random_indices(batch, spec.num_patches, plan.encoder, 0)[0]
     video = torch.randn(batch, 3, spec.num_frames, spec.input_size, spec.input_size)
+
     def step():  # as FinetuneObjective: with MCM every token is scored without gradient first
         if keep is not None:
             with torch.no_grad():

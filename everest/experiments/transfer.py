@@ -460,6 +460,8 @@ def plot(rows: list[Row], path: Path) -> None:
         axes, ("test_acc1", "probe_linear_acc1"), ("fine-tuned, test top-1 %", "linear probe (10/class), test top-1 %")
     ):
         for method, colour in (("everest", "tab:green"), ("videomae", "tab:blue")):
+            if not any(r.init == method for r in rows):
+                continue  # not compared in this run (--methods)
             points = [(0.0, statistics.mean(getattr(r, key) for r in scratch))] if scratch else []
             points += [
                 (statistics.mean(r.pretrain_gflops for r in g), statistics.mean(getattr(r, key) for r in g))
