@@ -85,13 +85,13 @@ def choose(
     """(backend, record) for `model`'s products: the cached choice for this CPU signature, model,
     dtype and shapes, or the faster of the two by `measure_fn` (then cached). The record says
     which and why ('cached' or 'measured', the medians)."""
+    dtype_name = str(dtype).removeprefix("torch.")
     if not linear.onednn_available(dtype):
-        name = str(dtype).removeprefix("torch.")
-        return "torch", {"source": f"oneDNN has no {name} products in this torch build on this CPU"}
+        return "torch", {"source": f"oneDNN has no {dtype_name} products in this torch build on this CPU"}
     signature = {
         **cpu_signature(),
         "model": model,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": dtype_name,
         "shapes": sorted(shapes),
     }
     key = hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
